@@ -1,0 +1,40 @@
+# chunkyard: the two set-up commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench stress lint venv clean
+
+$(STAMP): pyproject.toml setup.py src/chunkyard/formats/_buzhash.c
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job on an embedded default: a demo datastore under ./chunkyard-data.
+run: $(STAMP)
+	$(VENV)/bin/chunkyard demo --path ./chunkyard-data
+
+## The whole test suite (installs Debian's spin for the model check when missing).
+test: $(STAMP)
+	@command -v spin >/dev/null 2>&1 || bash scripts/install-debian-packages.sh spin
+	$(PY) -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+## Benchmarks, never part of `make test`: installs restic and borg from Debian.
+bench: $(STAMP)
+	bash scripts/install-debian-packages.sh restic borgbackup
+	$(PY) bench/run.py
+
+## The long stress run of real processes.
+stress: $(STAMP)
+	$(PY) -m pytest -q tests/test_stress.py --stress-seconds=600 -p no:xdist
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info chunkyard-data bench/work

@@ -1,0 +1,3 @@
+"""chunkyard: a deduplicating backup server with a PBS-compatible datastore."""
+
+__version__ = "0.1.0"
