@@ -1,0 +1,137 @@
+"""Walk a directory tree in a deterministic order and describe each entry as a tar member."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from chunkyard.client import tar_header as th
+from chunkyard.errors import ChunkyardError
+
+# The fields of lstat that the header or the content depend on; equal tuples mean the
+# previous stream's bytes for this entry can be reused (as restic and borg decide).
+Fingerprint = tuple[int, int, int, int, int, int, int, int, int, str, str, str]
+
+
+@lru_cache(maxsize=4096)
+def _uname(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@lru_cache(maxsize=4096)
+def _gname(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+@dataclass(slots=True)
+class TreeEntry:
+    """One archive member: its path inside the archive, where to read it, and its lstat."""
+
+    path: str
+    source: str
+    st: os.stat_result
+    typeflag: bytes
+    linkname: str = ""
+
+    @property
+    def content_size(self) -> int:
+        return self.st.st_size if self.typeflag == th.REGTYPE else 0
+
+    def fingerprint(self) -> Fingerprint:
+        st = self.st
+        return (st.st_mode, st.st_uid, st.st_gid, self.content_size, st.st_mtime_ns,
+                st.st_ctime_ns, st.st_ino, st.st_dev, st.st_rdev, self.linkname,
+                _uname(st.st_uid), _gname(st.st_gid))
+
+    def header(self) -> bytes:
+        st = self.st
+        rdev = st.st_rdev if self.typeflag in (th.CHRTYPE, th.BLKTYPE) else 0
+        return th.build_header(
+            self.path, self.typeflag, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+            gid=st.st_gid, size=self.content_size, mtime_ns=st.st_mtime_ns,
+            linkname=self.linkname, uname=_uname(st.st_uid), gname=_gname(st.st_gid),
+            devmajor=os.major(rdev) if rdev else 0, devminor=os.minor(rdev) if rdev else 0,
+        )
+
+
+class TreeWalker:
+    """Depth-first, names sorted bytewise, directory before its contents; skips sockets.
+
+    Hard links: the first path of an inode is stored as a file, later ones as links to it.
+    Unreadable directories are reported through `warnings` and skipped, as tar does.
+    """
+
+    def __init__(self, root: str) -> None:
+        try:
+            st = os.lstat(root)
+        except OSError as e:
+            raise ChunkyardError(f"cannot read {root!r}: {e.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ChunkyardError(f"{root!r} is not a directory")
+        self.root = root
+        self.root_st = st
+        self.warnings: list[str] = []
+        self._inodes: dict[tuple[int, int], str] = {}
+
+    def __iter__(self) -> Iterator[TreeEntry]:
+        yield TreeEntry("./", self.root, self.root_st, th.DIRTYPE)
+        yield from self._walk(self.root, ".")
+
+    def _classify(self, path: str, source: str, st: os.stat_result) -> TreeEntry | None:
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                first = self._inodes.get(key)
+                if first is not None:
+                    return TreeEntry(path, source, st, th.LNKTYPE, first)
+                self._inodes[key] = path
+            return TreeEntry(path, source, st, th.REGTYPE)
+        if stat.S_ISDIR(mode):
+            return TreeEntry(path + "/", source, st, th.DIRTYPE)
+        if stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(source)
+            except OSError as e:
+                self.warnings.append(f"cannot read link {source!r}: {e.strerror}")
+                return None
+            return TreeEntry(path, source, st, th.SYMTYPE, target)
+        if stat.S_ISFIFO(mode):
+            return TreeEntry(path, source, st, th.FIFOTYPE)
+        if stat.S_ISCHR(mode):
+            return TreeEntry(path, source, st, th.CHRTYPE)
+        if stat.S_ISBLK(mode):
+            return TreeEntry(path, source, st, th.BLKTYPE)
+        return None  # sockets and doors are not archived, like tar
+
+    def _walk(self, directory: str, prefix: str) -> Iterator[TreeEntry]:
+        try:
+            with os.scandir(directory) as it:
+                names = sorted((e.name for e in it), key=os.fsencode)
+        except OSError as e:
+            self.warnings.append(f"cannot read directory {directory!r}: {e.strerror}")
+            return
+        for name in names:
+            source = os.path.join(directory, name)
+            try:
+                st = os.lstat(source)
+            except OSError as e:
+                self.warnings.append(f"cannot stat {source!r}: {e.strerror}")
+                continue
+            entry = self._classify(f"{prefix}/{name}", source, st)
+            if entry is None:
+                continue
+            yield entry
+            if entry.typeflag == th.DIRTYPE:
+                yield from self._walk(source, f"{prefix}/{name}")

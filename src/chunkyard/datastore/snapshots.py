@@ -1,0 +1,81 @@
+"""Snapshot operations under the lock protocol: forget, protection, notes (spec §1.7, §5).
+
+forget and protection: NS S, GA S, SN X (and MF X for forget, as PBS's destroy takes the
+manifest lock). Notes: NS S, GA S, MF X (an update of the manifest's unprotected part).
+"""
+
+from __future__ import annotations
+
+from chunkyard.datastore.datastore import Datastore
+from chunkyard.datastore.locking import LockBusy, LockKey, LockSession, Mode
+from chunkyard.errors import DatastoreError, NotFound
+from chunkyard.names import BackupDir, BackupNamespace
+
+
+def _require(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> None:
+    if not ds.namespace_exists(ns):
+        raise NotFound(f"namespace '{ns.display()}' does not exist")
+    if not ds.snapshot_exists(ns, snap):
+        raise NotFound(f"snapshot {snap} does not exist in namespace '{ns.display()}'")
+
+
+def forget_snapshot(ds: Datastore, ns: BackupNamespace, snap: BackupDir, *,
+                    wait: float = 0.0) -> None:
+    """Delete a snapshot (refused while protected or in use); an emptied group goes too."""
+    with ds.locks.session(f"forget {snap}", wait=wait) as session:
+        destroy_snapshot_locked(ds, session, ns, snap)
+    _remove_group_if_empty(ds, ns, snap)
+
+
+def destroy_snapshot_locked(ds: Datastore, session: LockSession, ns: BackupNamespace,
+                            snap: BackupDir) -> None:
+    session.snapshot(ns, snap, Mode.EXCLUSIVE)
+    _require(ds, ns, snap)
+    session.manifest(ns, snap)
+    if ds.is_protected(ns, snap):
+        raise DatastoreError(f"snapshot {snap} is protected")
+    ds.remove_snapshot_dir(ns, snap)
+    session.unlink_lock_file(LockKey.manifest(ns, snap))
+    session.unlink_lock_file(LockKey.snapshot(ns, snap))
+
+
+def _remove_group_if_empty(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> None:
+    """PBS (new locking) removes a group whose last snapshot went, if its lock is free."""
+    try:
+        with ds.locks.session(f"clean up {snap.group}", wait=0.0) as session:
+            session.group(ns, snap.group, Mode.EXCLUSIVE)
+            if ds.group_exists(ns, snap.group) and not ds.list_snapshots(ns, snap.group):
+                ds.remove_group_dir(ns, snap.group)
+                session.unlink_group_lock_files(ns, snap.group)
+    except LockBusy:
+        pass
+
+
+def get_protected(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> bool:
+    _require(ds, ns, snap)
+    return ds.is_protected(ns, snap)
+
+
+def set_protected(ds: Datastore, ns: BackupNamespace, snap: BackupDir, protected: bool, *,
+                  wait: float = 0.0) -> None:
+    with ds.locks.session(f"set protection of {snap}", wait=wait) as session:
+        session.snapshot(ns, snap, Mode.EXCLUSIVE)
+        _require(ds, ns, snap)
+        ds.set_protected(ns, snap, protected)
+
+
+def get_notes(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> str:
+    _require(ds, ns, snap)
+    notes = ds.load_manifest(ns, snap).unprotected.get("notes")
+    return notes if isinstance(notes, str) else ""
+
+
+def set_notes(ds: Datastore, ns: BackupNamespace, snap: BackupDir, notes: str, *,
+              wait: float = 0.0) -> None:
+    with ds.locks.session(f"set notes of {snap}", wait=wait) as session:
+        session.snapshot(ns, snap, Mode.SHARED)
+        _require(ds, ns, snap)
+        session.manifest(ns, snap)
+        manifest = ds.load_manifest(ns, snap)
+        manifest.unprotected["notes"] = notes
+        ds.write_manifest(ns, snap, manifest)

@@ -1,0 +1,36 @@
+"""Suite-wide settings: the lock order checker is on everywhere (also in child processes),
+locks and client caches live in per-run temporary directories."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["CHUNKYARD_LOCKDEP"] = "1"
+_RUN_DIR = tempfile.mkdtemp(prefix="chunkyard-tests-")
+os.environ.setdefault("CHUNKYARD_LOCK_DIR", os.path.join(_RUN_DIR, "locks"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--stress-seconds", type=float, default=None,
+                     help="run the stress test for this long (make stress)")
+
+
+@pytest.fixture(autouse=True)
+def _lock_order_checking() -> Iterator[None]:
+    try:
+        from chunkyard.datastore.locking import set_order_checking
+    except ImportError:  # pragma: no cover - during bootstrap
+        yield
+        return
+    set_order_checking(True)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _client_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHUNKYARD_CACHE_DIR", str(tmp_path / "client-cache"))
