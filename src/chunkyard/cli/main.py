@@ -211,6 +211,182 @@ def namespace_create(name: Annotated[str, typer.Argument(help="Full namespace pa
     typer.echo(f"created namespace '{created}'")
 
 
+@namespace_app.command("delete")
+@one_line_errors
+def namespace_delete(
+    name: Annotated[str, typer.Argument(help="Namespace to delete, e.g. a/b")],
+    repository: Repository = None,
+    delete_groups: Annotated[bool, typer.Option(
+        "--delete-groups", help="Also delete the groups inside (default: only empty ones).")
+    ] = False,
+    error_on_protected: Annotated[bool, typer.Option(
+        "--error-on-protected/--no-error-on-protected",
+        help="Fail when protected snapshots (or groups) had to be kept.")] = True,
+    wait: Wait = 0.0, output_format: Format = OutputFormat.TEXT,
+) -> None:
+    """Delete a namespace and its descendants, deepest first."""
+    from chunkyard.datastore.namespaces import delete_namespace
+
+    stats = delete_namespace(_open(repository), _ns(name), delete_groups=delete_groups,
+                             error_on_protected=error_on_protected, wait=wait)
+    _report_removal(stats.as_dict(), output_format)
+
+
+def _report_removal(stats: dict[str, int], output_format: OutputFormat) -> None:
+    if output_format is not OutputFormat.TEXT:
+        emit(stats, output_format)
+        return
+    typer.echo(f"removed {stats['removed-groups']} group(s), "
+               f"{stats['removed-snapshots']} snapshot(s); kept "
+               f"{stats['protected-snapshots']} protected snapshot(s)")
+
+
+# -- groups ------------------------------------------------------------------------------
+GroupArg = Annotated[str, typer.Argument(help="Backup group, type/id")]
+
+
+def _group(text: str) -> Any:
+    from chunkyard.names import BackupGroup
+
+    return BackupGroup.parse(text)
+
+
+@group_app.command("delete")
+@one_line_errors
+def group_delete(
+    group: GroupArg, repository: Repository = None, ns: Namespace = "",
+    error_on_protected: Annotated[bool, typer.Option(
+        "--error-on-protected/--no-error-on-protected")] = True,
+    wait: Wait = 0.0, output_format: Format = OutputFormat.TEXT,
+) -> None:
+    """Delete a group and its unprotected snapshots."""
+    from chunkyard.datastore.groups import delete_group
+
+    stats = delete_group(_open(repository), _ns(ns), _group(group),
+                         error_on_protected=error_on_protected, wait=wait)
+    _report_removal(stats.as_dict(), output_format)
+
+
+@group_app.command("change-owner")
+@one_line_errors
+def group_change_owner(
+    group: GroupArg,
+    new_owner: Annotated[str, typer.Argument(help="user@realm or user@realm!token")],
+    repository: Repository = None, ns: Namespace = "", wait: Wait = 0.0,
+) -> None:
+    """Change the owner of a group."""
+    from chunkyard.datastore.groups import change_owner
+    from chunkyard.names import Authid
+
+    change_owner(_open(repository), _ns(ns), _group(group), Authid.parse(new_owner), wait=wait)
+
+
+group_notes_app = typer.Typer(no_args_is_help=True, help="Show or update group notes.")
+group_app.add_typer(group_notes_app, name="notes")
+
+
+@group_notes_app.command("show")
+@one_line_errors
+def group_notes_show(group: GroupArg, repository: Repository = None, ns: Namespace = "",
+                     output_format: Format = OutputFormat.TEXT) -> None:
+    """Print a group's notes."""
+    from chunkyard.datastore.groups import get_group_notes
+
+    emit(get_group_notes(_open(repository), _ns(ns), _group(group)), output_format)
+
+
+@group_notes_app.command("update")
+@one_line_errors
+def group_notes_update(group: GroupArg, notes: str, repository: Repository = None,
+                       ns: Namespace = "", wait: Wait = 0.0) -> None:
+    """Replace a group's notes."""
+    from chunkyard.datastore.groups import set_group_notes
+
+    set_group_notes(_open(repository), _ns(ns), _group(group), notes, wait=wait)
+
+
+# -- snapshots ---------------------------------------------------------------------------
+SnapshotArg = Annotated[str, typer.Argument(help="Snapshot, type/id/YYYY-MM-DDTHH:MM:SSZ")]
+
+
+def _snapshot(text: str) -> Any:
+    from chunkyard.names import BackupDir
+
+    return BackupDir.parse(text)
+
+
+@snapshot_app.command("forget")
+@one_line_errors
+def snapshot_forget(snapshot: SnapshotArg, repository: Repository = None, ns: Namespace = "",
+                    wait: Wait = 0.0) -> None:
+    """Delete a snapshot (refused while it is protected or in use)."""
+    from chunkyard.datastore.snapshots import forget_snapshot
+
+    forget_snapshot(_open(repository), _ns(ns), _snapshot(snapshot), wait=wait)
+
+
+protected_app = typer.Typer(no_args_is_help=True, help="Show or set snapshot protection.")
+snapshot_app.add_typer(protected_app, name="protected")
+
+
+@protected_app.command("show")
+@one_line_errors
+def snapshot_protected_show(snapshot: SnapshotArg, repository: Repository = None,
+                            ns: Namespace = "", output_format: Format = OutputFormat.TEXT) -> None:
+    """Print whether a snapshot is protected."""
+    from chunkyard.datastore.snapshots import get_protected
+
+    value = get_protected(_open(repository), _ns(ns), _snapshot(snapshot))
+    emit(value if output_format is not OutputFormat.TEXT else str(value).lower(), output_format)
+
+
+@protected_app.command("update")
+@one_line_errors
+def snapshot_protected_update(
+    snapshot: SnapshotArg,
+    protected: Annotated[str, typer.Argument(help="true or false")],
+    repository: Repository = None, ns: Namespace = "", wait: Wait = 0.0,
+) -> None:
+    """Protect a snapshot from prune and forget, or lift the protection."""
+    from chunkyard.datastore.snapshots import set_protected
+
+    set_protected(_open(repository), _ns(ns), _snapshot(snapshot), _boolean(protected), wait=wait)
+
+
+def _boolean(text: str) -> bool:
+    """PBS's parse_boolean: 1/on/yes/true and 0/off/no/false, any case."""
+    value = text.strip().lower()
+    if value in ("1", "on", "yes", "true"):
+        return True
+    if value in ("0", "off", "no", "false"):
+        return False
+    raise UsageError(f"{text!r} is not a boolean (use true or false)")
+
+
+snapshot_notes_app = typer.Typer(no_args_is_help=True, help="Show or update snapshot notes.")
+snapshot_app.add_typer(snapshot_notes_app, name="notes")
+
+
+@snapshot_notes_app.command("show")
+@one_line_errors
+def snapshot_notes_show(snapshot: SnapshotArg, repository: Repository = None,
+                        ns: Namespace = "", output_format: Format = OutputFormat.TEXT) -> None:
+    """Print a snapshot's notes (the manifest's unprotected.notes)."""
+    from chunkyard.datastore.snapshots import get_notes
+
+    emit(get_notes(_open(repository), _ns(ns), _snapshot(snapshot)), output_format)
+
+
+@snapshot_notes_app.command("update")
+@one_line_errors
+def snapshot_notes_update(snapshot: SnapshotArg, notes: str, repository: Repository = None,
+                          ns: Namespace = "", wait: Wait = 0.0) -> None:
+    """Replace a snapshot's notes."""
+    from chunkyard.datastore.snapshots import set_notes
+
+    set_notes(_open(repository), _ns(ns), _snapshot(snapshot), notes, wait=wait)
+
+
 # -- keys --------------------------------------------------------------------------------
 @key_app.command("create")
 @one_line_errors
