@@ -29,6 +29,9 @@ def make_tree(root: Path, seed: int = 1, files: int = 60) -> None:
     os.symlink("text.log", root / "link-to-log")
     os.symlink("/nonexistent/target", root / "dangling")
     os.link(root / "big.bin", root / "hardlink-to-big")
+    (root / "aa-dir").mkdir()
+    (root / "aa-dir" / "inner.txt").write_text("linked from a later sibling\n")
+    os.link(root / "aa-dir" / "inner.txt", root / "zz-link.txt")
     os.mkfifo(root / "a-fifo")
     exe = root / "script.sh"
     exe.write_text("#!/bin/sh\necho hi\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -417,6 +418,9 @@ def demo(path: Annotated[str, typer.Option("--path")] = "./chunkyard-data") -> N
 
 
 def main() -> None:
+    # A short-lived command that builds large acyclic structures (tree walks, the metadata
+    # cache): the cyclic collector only costs time here (measured: ~0.1 s per 20k files).
+    gc.disable()
     app()
 
 

@@ -49,7 +49,7 @@ class MetadataCache:
         """Entries describing exactly that snapshot's archive, or {}."""
         try:
             with open(self.path, "rb") as f:
-                data = marshal.load(f)
+                data = marshal.loads(f.read())  # load(f) reads object by object: 10x slower
         except (OSError, EOFError, ValueError, TypeError):
             return {}
         if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION
@@ -68,8 +68,9 @@ class MetadataCache:
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as f:
-                    marshal.dump({"version": CACHE_VERSION, "snapshot_time": snapshot_time,
-                                  "index_csum": index_csum, "entries": entries}, f)
+                    f.write(marshal.dumps({"version": CACHE_VERSION,
+                                           "snapshot_time": snapshot_time,
+                                           "index_csum": index_csum, "entries": entries}))
                 os.replace(tmp, self.path)
             except BaseException:
                 os.unlink(tmp)

@@ -11,6 +11,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from chunkyard.client import tar_header as th
 from chunkyard.client.archive_stream import ArchiveStream, FileSlice, Piece
@@ -24,6 +25,7 @@ END_FINGERPRINT = ("end",)
 @dataclass(slots=True)
 class _RegionEntry:
     entry: TreeEntry | None  # None: the end-of-archive marker
+    fingerprint: Any
     old_offset: int
     length: int
 
@@ -89,8 +91,8 @@ def write_tar(root: str, stream: ArchiveStream, cache: CacheEntries,
         start = stream.pos
         for item in region.entries:
             key = END_KEY if item.entry is None else item.entry.path
-            fp = END_FINGERPRINT if item.entry is None else item.entry.fingerprint()
-            new_cache[key] = (fp, start + item.old_offset - region.old_start, item.length)
+            new_cache[key] = (item.fingerprint, start + item.old_offset - region.old_start,
+                              item.length)
         stream.reuse(region.old_start, region.old_end - region.old_start, region.regenerate)
         region = None
 
@@ -110,7 +112,7 @@ def write_tar(root: str, stream: ArchiveStream, cache: CacheEntries,
         fingerprint = entry.fingerprint()
         cached = cache.get(entry.path)
         if cached is not None and cached[0] == fingerprint:
-            add_unchanged(_RegionEntry(entry, cached[1], cached[2]))
+            add_unchanged(_RegionEntry(entry, fingerprint, cached[1], cached[2]))
             continue
         flush()
         fd = -1
@@ -143,7 +145,7 @@ def write_tar(root: str, stream: ArchiveStream, cache: CacheEntries,
 
     cached_end = cache.get(END_KEY)
     if cached_end is not None and cached_end[0] == END_FINGERPRINT:
-        add_unchanged(_RegionEntry(None, cached_end[1], cached_end[2]))
+        add_unchanged(_RegionEntry(None, END_FINGERPRINT, cached_end[1], cached_end[2]))
         flush()
     else:
         flush()

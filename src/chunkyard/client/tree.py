@@ -86,7 +86,20 @@ class TreeWalker:
 
     def __iter__(self) -> Iterator[TreeEntry]:
         yield TreeEntry("./", self.root, self.root_st, th.DIRTYPE)
-        yield from self._walk(self.root, ".")
+        # Pre-order with an explicit stack: nested generators would cost O(depth) per entry.
+        # Entries are classified in stream order, so a hard link always follows its target.
+        stack = [iter(self._children(self.root, "."))]
+        while stack:
+            for path, source, st in stack[-1]:
+                entry = self._classify(path, source, st)
+                if entry is None:
+                    continue
+                yield entry
+                if entry.typeflag == th.DIRTYPE:
+                    stack.append(iter(self._children(source, path)))
+                    break
+            else:
+                stack.pop()
 
     def _classify(self, path: str, source: str, st: os.stat_result) -> TreeEntry | None:
         mode = st.st_mode
@@ -115,23 +128,19 @@ class TreeWalker:
             return TreeEntry(path, source, st, th.BLKTYPE)
         return None  # sockets and doors are not archived, like tar
 
-    def _walk(self, directory: str, prefix: str) -> Iterator[TreeEntry]:
+    def _children(self, directory: str,
+                  prefix: str) -> list[tuple[str, str, os.stat_result]]:
         try:
             with os.scandir(directory) as it:
                 names = sorted((e.name for e in it), key=os.fsencode)
         except OSError as e:
             self.warnings.append(f"cannot read directory {directory!r}: {e.strerror}")
-            return
+            return []
+        children: list[tuple[str, str, os.stat_result]] = []
         for name in names:
-            source = os.path.join(directory, name)
+            source = f"{directory}/{name}"
             try:
-                st = os.lstat(source)
+                children.append((f"{prefix}/{name}", source, os.lstat(source)))
             except OSError as e:
                 self.warnings.append(f"cannot stat {source!r}: {e.strerror}")
-                continue
-            entry = self._classify(f"{prefix}/{name}", source, st)
-            if entry is None:
-                continue
-            yield entry
-            if entry.typeflag == th.DIRTYPE:
-                yield from self._walk(source, f"{prefix}/{name}")
+        return children
