@@ -61,3 +61,7 @@ def tree_state(root: Path) -> dict[str, tuple[object, ...]]:
             state[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_size if kind == stat.S_IFREG
                           else None, mtime, extra)
     return state
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PBS_DIDX = SHARED / "testdata" / "pbs" / "backup-client-pxar-data.ppxar.didx"

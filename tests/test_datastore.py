@@ -37,7 +37,8 @@ from chunkyard.names import (
 )
 
 ZERO_DIGEST = "bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8"
-PBS_DIDX = Path("/work/shared/testdata/pbs/backup-client-pxar-data.ppxar.didx")
+from tests.helpers import PBS_DIDX  # noqa: E402
+
 ROOT = BackupNamespace.root()
 VM100 = BackupGroup(BackupType.VM, "100")
 ROOT_PAM = Authid.parse("root@pam")

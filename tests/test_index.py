@@ -8,7 +8,6 @@ import os
 import struct
 import time
 import uuid as uuidlib
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -26,8 +25,8 @@ from chunkyard.formats.fixed_index import (
     FixedIndex,
     FixedIndexBuilder,
 )
+from tests.helpers import PBS_DIDX
 
-PBS_DIDX = Path("/work/shared/testdata/pbs/backup-client-pxar-data.ppxar.didx")
 MiB = 1024 * 1024
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from chunkyard.formats.manifest import (
     canonical_json,
     index_file_info,
 )
+from tests.helpers import PBS_DIDX
 
 SPEC_KEY = hashlib.scrypt(b"test", salt=b"", n=65536, r=8, p=1, dklen=32, maxmem=2**27)
 SPEC_SIGNATURE = "d7b446fb7db081662081d4b40fedd858a1d6307a5aff4ecff7d5bf4fd35679e9"
@@ -195,7 +195,7 @@ def test_file_info_helpers() -> None:
     assert info.size == len(raw) and info.csum == hashlib.sha256(raw).digest()
     assert FileInfo.for_blob("x.blob", raw, "sign-only").crypt_mode == "sign-only"
     didx = DynamicIndex.decode(
-        Path("/work/shared/testdata/pbs/backup-client-pxar-data.ppxar.didx").read_bytes()
+        PBS_DIDX.read_bytes()
     )
     info = index_file_info("data.ppxar.didx", didx, CryptMode.ENCRYPT)
     assert info.size == 104859232

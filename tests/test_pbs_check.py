@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "pbs_check.py"
-PBS_DIDX = Path("/work/shared/testdata/pbs/backup-client-pxar-data.ppxar.didx")
+from tests.helpers import PBS_DIDX  # noqa: E402
 
 
 def _load_checker() -> ModuleType:

@@ -113,7 +113,9 @@ def backup(
                f"({result.seconds:.2f} s)")
     for a in result.archives:
         typer.echo(f"  {a.name}: {human_bytes(a.size)}, reused {human_bytes(a.bytes_reused)}")
-    typer.echo(f"  chunks: {stats.count} new or changed, {stats.duplicates} already stored, "
+    reused = sum(a.chunks_reused for a in result.archives)
+    typer.echo(f"  chunks: {stats.count - stats.duplicates} new, {stats.duplicates} already "
+               f"stored, {reused} referenced unread; "
                f"{human_bytes(stats.compressed_size)} written")
 
 
