@@ -6,11 +6,8 @@ session while holding another session's locks is as deadlock-prone as one sessio
 out of order).
 Reusing a lock the session already holds is not an acquisition and is always fine.
 
-One exception, needed by the documented backup order ("... SN(s) X, CS S; MF(s) X at
-finish"): MF(s) may be taken while this session holds CS if it also holds SN(s) exclusively.
-This cannot deadlock: CS is never waited for (it is always taken non-blocking), so a held CS
-can never be the lock somebody else waits on in a cycle. The exemption is kept that narrow so
-that any other acquisition after CS (including MF without SN(s) X) is still reported.
+There are no exceptions: a backup releases CS before it takes MF(s) to write its manifest,
+as PBS's `finish` drops the chunk-store lock before updating the manifest.
 
 Upgrading a held lock from shared to exclusive inside one session is refused whether or not
 the checker is on: with `flock` it would either conflict with the session's own lock or drop
@@ -28,7 +25,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from chunkyard.datastore.locking.keys import LockKey, LockKind, Mode
+from chunkyard.datastore.locking.keys import LockKey, Mode
 
 ORDER_TEXT = "NS < GW/GA < SN < MF < CS < JR"
 
@@ -61,14 +58,6 @@ def order_checking(enabled: bool = True) -> Iterator[None]:
         set_order_checking(previous)
 
 
-def _exempt(key: LockKey, held: LockKey, session_held: Mapping[LockKey, Mode]) -> bool:
-    """MF(s) after CS by the creator of s (see the module docstring)."""
-    if key.kind is not LockKind.MF or held.kind is not LockKind.CS:
-        return False
-    creator = LockKey(LockKind.SN, key.ns, key.group, key.time)
-    return session_held.get(creator) is Mode.EXCLUSIVE
-
-
 def check_order(
     key: LockKey,
     mode: Mode,
@@ -82,7 +71,7 @@ def check_order(
     """
     rank = key.rank
     for held, hmode in session_held.items():
-        if held.rank >= rank and not _exempt(key, held, session_held):
+        if held.rank >= rank:
             raise LockOrderViolation(
                 f"lock order violation: {key} ({mode}) requested while the session holds "
                 f"{held} ({hmode}); acquire in the global order {ORDER_TEXT} "
