@@ -7,7 +7,7 @@ writes the group, as PBS's group lock makes them).
 from __future__ import annotations
 
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking import LockSession, Mode
+from chunkyard.datastore.locking import LockKey, LockSession, Mode
 from chunkyard.datastore.namespaces import DeleteStats
 from chunkyard.errors import DatastoreError, NotFound
 from chunkyard.names import Authid, BackupGroup, BackupNamespace
@@ -33,6 +33,8 @@ def destroy_group_locked(ds: Datastore, session: LockSession, ns: BackupNamespac
             stats.protected_snapshots += 1
             continue
         ds.remove_snapshot_dir(ns, info.dir, force=True)
+        session.unlink_lock_file(LockKey.manifest(ns, info.dir))
+        session.unlink_lock_file(LockKey.snapshot(ns, info.dir))
         stats.removed_snapshots += 1
     if stats.protected_snapshots == 0:
         ds.remove_group_dir(ns, group)

@@ -7,7 +7,7 @@ manifest lock). Notes: NS S, GA S, MF X (an update of the manifest's unprotected
 from __future__ import annotations
 
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking import LockBusy, LockKey, LockSession, Mode
+from chunkyard.datastore.locking import MANIFEST_WAIT, LockBusy, LockKey, LockSession, Mode
 from chunkyard.errors import DatastoreError, NotFound
 from chunkyard.names import BackupDir, BackupNamespace
 
@@ -73,9 +73,8 @@ def get_notes(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> str:
 def set_notes(ds: Datastore, ns: BackupNamespace, snap: BackupDir, notes: str, *,
               wait: float = 0.0) -> None:
     with ds.locks.session(f"set notes of {snap}", wait=wait) as session:
-        session.snapshot(ns, snap, Mode.SHARED)
+        session.manifest(ns, snap, wait=max(wait, MANIFEST_WAIT))
         _require(ds, ns, snap)
-        session.manifest(ns, snap)
         manifest = ds.load_manifest(ns, snap)
         manifest.unprotected["notes"] = notes
         ds.write_manifest(ns, snap, manifest)

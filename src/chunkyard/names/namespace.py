@@ -38,6 +38,19 @@ class BackupNamespace:
 
     components: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """Validate however the value was built, so no raw tuple can name a bad path."""
+        if not isinstance(self.components, tuple):
+            raise InvalidName(f"namespace components must be a tuple, not "
+                              f"{type(self.components).__name__}")
+        length = 0
+        checked: list[str] = []
+        whole = "/".join(str(c) for c in self.components)
+        for component in self.components:
+            if not isinstance(component, str):
+                raise InvalidName(f"namespace {whole!r}: component {component!r} is not a string")
+            length = _push(checked, length, component, whole)
+
     @classmethod
     def root(cls) -> BackupNamespace:
         return cls(())
@@ -49,11 +62,7 @@ class BackupNamespace:
             raise InvalidName(f"namespace must be a string, not {type(text).__name__}")
         if text == "":
             return cls(())
-        components: list[str] = []
-        length = 0
-        for part in text.split("/"):
-            length = _push(components, length, part, text)
-        return cls(tuple(components))
+        return cls(tuple(text.split("/")))
 
     @classmethod
     def from_path(cls, path: str) -> BackupNamespace:
@@ -61,13 +70,10 @@ class BackupNamespace:
         parts = [p for p in path.strip("/").split("/")] if path.strip("/") else []
         if len(parts) % 2:
             raise InvalidName(f"namespace path {path!r}: expected pairs of 'ns/<name>'")
-        components: list[str] = []
-        length = 0
-        for marker, name in zip(parts[0::2], parts[1::2], strict=True):
+        for marker in parts[0::2]:
             if marker != "ns":
                 raise InvalidName(f"namespace path {path!r}: expected 'ns', found {marker!r}")
-            length = _push(components, length, name, path)
-        return cls(tuple(components))
+        return cls(tuple(parts[1::2]))
 
     @property
     def depth(self) -> int:
