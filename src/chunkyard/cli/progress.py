@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from chunkyard.client.progress import NullReporter
+
 
 class RichReporter:
     """A `Reporter` drawing one rich progress bar per phase; warnings go above the bar."""
@@ -48,17 +50,8 @@ class RichReporter:
         self._console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
-class WarningReporter:
+class WarningReporter(NullReporter):
     """Non-interactive: no bars, warnings on standard error."""
-
-    def start(self, label: str, total: int | None) -> None:
-        pass
-
-    def advance(self, nbytes: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
     def warn(self, message: str) -> None:
         sys.stderr.write(f"warning: {message}\n")

@@ -22,7 +22,7 @@ from chunkyard.client.progress import NullReporter, Reporter
 from chunkyard.client.tar_archive import write_tar
 from chunkyard.datastore.datastore import Datastore, SnapshotInfo
 from chunkyard.datastore.locking import LockSession, Mode
-from chunkyard.errors import ChunkyardError, DatastoreError, NotFound
+from chunkyard.errors import ChunkyardError, DatastoreError
 from chunkyard.formats.blob import encode_blob
 from chunkyard.formats.chunker import DEFAULT_AVG, FIXED_CHUNK_SIZE, Chunker
 from chunkyard.formats.crypt import CryptConfig
@@ -141,8 +141,7 @@ class _BackupRun:
         started = time.monotonic()
         session.group_writer(req.namespace, req.group)
         session.group(req.namespace, req.group, Mode.SHARED)
-        if not ds.namespace_exists(req.namespace):
-            raise NotFound(f"namespace '{req.namespace.display()}' does not exist")
+        ds.require_namespace(req.namespace)
         owner = ds.make_group_dir(req.namespace, req.group, req.owner)
         if owner != req.owner:
             raise DatastoreError(

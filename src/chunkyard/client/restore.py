@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -115,14 +115,7 @@ def run_restore(ds: Datastore, req: RestoreRequest,
                                                           info.crypt_mode).csum != info.csum:
                 raise FormatError(f"blob {info.filename!r} does not match its manifest entry")
             data = decode_blob(raw, crypt=req.crypt)
-            out, close = _open_output(req.target)
-            try:
-                out.write(data)
-                out.flush()
-            finally:
-                if close:
-                    out.close()
-            return RestoreResult(info.filename, len(data))
+            return RestoreResult(info.filename, _write_out(req.target, [data], NullReporter()))
         index = ds.load_index(req.namespace, req.snapshot, info.filename)
         if index.csum() != info.csum or index.size != info.size:
             raise FormatError(f"index {info.filename!r} does not match its manifest entry")
@@ -130,21 +123,28 @@ def run_restore(ds: Datastore, req: RestoreRequest,
         chunks = iter_chunks(ds.chunk_store, index, req.crypt)
         if info.filename.endswith(".tar.didx") and req.target != "-":
             return _extract(chunks, req.target, info.filename, reporter)
-        out, close = _open_output(req.target)
-        written = 0
         try:
-            for data in chunks:
-                out.write(data)
-                written += len(data)
-                reporter.advance(len(data))
-            out.flush()
-        except BrokenPipeError:
-            raise ChunkyardError("output closed before the archive was written") from None
+            return RestoreResult(info.filename, _write_out(req.target, chunks, reporter))
         finally:
-            if close:
-                out.close()
             reporter.finish()
-        return RestoreResult(info.filename, written)
+
+
+def _write_out(target: str, pieces: Iterable[bytes], reporter: Reporter) -> int:
+    """Write the pieces to the file `target` (created, never overwritten) or to stdout."""
+    out, close = _open_output(target)
+    written = 0
+    try:
+        for data in pieces:
+            out.write(data)
+            written += len(data)
+            reporter.advance(len(data))
+        out.flush()
+    except BrokenPipeError:
+        raise ChunkyardError("output closed before the archive was written") from None
+    finally:
+        if close:
+            out.close()
+    return written
 
 
 def _extract(chunks: Iterator[bytes], target: str, name: str,

@@ -273,9 +273,20 @@ class Datastore:
     def group_exists(self, ns: BackupNamespace, group: BackupGroup) -> bool:
         return self._is_dir(group_key(ns, group))
 
-    def _require_group(self, ns: BackupNamespace, group: BackupGroup) -> None:
+    def require_namespace(self, ns: BackupNamespace) -> None:
+        """NotFound unless `ns` exists (callers check under the lock that guards it)."""
+        if not self.namespace_exists(ns):
+            raise NotFound(f"namespace '{ns.display()}' does not exist")
+
+    def require_group(self, ns: BackupNamespace, group: BackupGroup) -> None:
+        self.require_namespace(ns)
         if not self.group_exists(ns, group):
             raise NotFound(f"{_grp(ns, group)} does not exist")
+
+    def require_snapshot(self, ns: BackupNamespace, snapshot: BackupDir) -> None:
+        self.require_group(ns, snapshot.group)
+        if not self.snapshot_exists(ns, snapshot):
+            raise NotFound(f"snapshot {snapshot} does not exist in namespace '{ns.display()}'")
 
     def make_group_dir(self, ns: BackupNamespace, group: BackupGroup, owner: Authid) -> Authid:
         """Create the group directory (and its type directory) if needed, and its owner file
@@ -306,7 +317,7 @@ class Datastore:
         """Replace the owner (PBS's `change-owner`), atomically."""
         if not isinstance(owner, Authid):
             raise InvalidName(f"owner must be an Authid, not {type(owner).__name__}")
-        self._require_group(ns, group)
+        self.require_group(ns, group)
         self._backend.write_atomic(group_file_key(ns, group, OWNER_FILE), f"{owner}\n".encode(),
                                    fsync=self._fsync)
 
@@ -325,7 +336,7 @@ class Datastore:
         """Replace the notes file whole, without adding a newline (as PBS)."""
         if not isinstance(notes, str):
             raise InvalidName(f"notes must be a string, not {type(notes).__name__}")
-        self._require_group(ns, group)
+        self.require_group(ns, group)
         self._backend.write_atomic(group_file_key(ns, group, NOTES_FILE), notes.encode("utf-8"),
                                    fsync=self._fsync)
 
@@ -402,7 +413,7 @@ class Datastore:
 
     def make_snapshot_dir(self, ns: BackupNamespace, snapshot: BackupDir) -> None:
         """Create the snapshot directory; the group must exist, the snapshot must not."""
-        self._require_group(ns, snapshot.group)
+        self.require_group(ns, snapshot.group)
         try:
             self._backend.mkdir(snapshot_key(ns, snapshot))
         except AlreadyExists:

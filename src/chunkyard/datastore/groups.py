@@ -9,15 +9,8 @@ from __future__ import annotations
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.locking import LockKey, LockSession, Mode
 from chunkyard.datastore.namespaces import DeleteStats
-from chunkyard.errors import DatastoreError, NotFound
+from chunkyard.errors import DatastoreError
 from chunkyard.names import Authid, BackupGroup, BackupNamespace
-
-
-def _require(ds: Datastore, ns: BackupNamespace, group: BackupGroup) -> None:
-    if not ds.namespace_exists(ns):
-        raise NotFound(f"namespace '{ns.display()}' does not exist")
-    if not ds.group_exists(ns, group):
-        raise NotFound(f"group {group} does not exist in namespace '{ns.display()}'")
 
 
 def destroy_group_locked(ds: Datastore, session: LockSession, ns: BackupNamespace,
@@ -47,7 +40,7 @@ def delete_group(ds: Datastore, ns: BackupNamespace, group: BackupGroup, *,
                  error_on_protected: bool = True, wait: float = 0.0) -> DeleteStats:
     with ds.locks.session(f"delete group {group}", wait=wait) as session:
         session.group(ns, group, Mode.EXCLUSIVE)
-        _require(ds, ns, group)
+        ds.require_group(ns, group)
         stats = destroy_group_locked(ds, session, ns, group)
     if stats.protected_snapshots and error_on_protected:
         raise DatastoreError(
@@ -61,12 +54,12 @@ def change_owner(ds: Datastore, ns: BackupNamespace, group: BackupGroup, new_own
     with ds.locks.session(f"change owner of {group}", wait=wait) as session:
         session.group_writer(ns, group)
         session.group(ns, group, Mode.SHARED)
-        _require(ds, ns, group)
+        ds.require_group(ns, group)
         ds.set_owner(ns, group, new_owner)
 
 
 def get_group_notes(ds: Datastore, ns: BackupNamespace, group: BackupGroup) -> str:
-    _require(ds, ns, group)
+    ds.require_group(ns, group)
     return ds.get_group_notes(ns, group)
 
 
@@ -75,5 +68,5 @@ def set_group_notes(ds: Datastore, ns: BackupNamespace, group: BackupGroup, note
     with ds.locks.session(f"set notes of {group}", wait=wait) as session:
         session.group_writer(ns, group)
         session.group(ns, group, Mode.SHARED)
-        _require(ds, ns, group)
+        ds.require_group(ns, group)
         ds.set_group_notes(ns, group, notes)

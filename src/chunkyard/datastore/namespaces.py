@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking import LockSession
 from chunkyard.errors import AlreadyExists, DatastoreError, InvalidName, NotFound
 from chunkyard.names import BackupNamespace
 from chunkyard.names.namespace import MAX_COMPONENT_CREATE_LENGTH
@@ -86,8 +85,3 @@ def delete_namespace(ds: Datastore, ns: BackupNamespace, *, delete_groups: bool 
             f"removed {stats.removed_snapshots} snapshot(s) and {stats.removed_groups} group(s)")
     return stats
 
-
-def require_namespace(ds: Datastore, session: LockSession, ns: BackupNamespace) -> None:
-    """Existence check for work inside `ns`; the caller holds NS(ns) S already."""
-    if not ds.namespace_exists(ns):
-        raise NotFound(f"namespace '{ns.display()}' does not exist")

@@ -10,17 +10,12 @@ from typing import Any
 
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.layout import MANIFEST_BLOB_NAME
-from chunkyard.errors import ChunkyardError, NotFound
+from chunkyard.errors import ChunkyardError
 from chunkyard.names import BackupGroup, BackupNamespace
 
 
-def _require_namespace(ds: Datastore, ns: BackupNamespace) -> None:
-    if not ds.namespace_exists(ns):
-        raise NotFound(f"namespace '{ns.display()}' does not exist")
-
-
 def group_list(ds: Datastore, ns: BackupNamespace) -> list[dict[str, Any]]:
-    _require_namespace(ds, ns)
+    ds.require_namespace(ns)
     rows: list[dict[str, Any]] = []
     for group in ds.list_groups(ns):
         try:
@@ -45,10 +40,10 @@ def group_list(ds: Datastore, ns: BackupNamespace) -> list[dict[str, Any]]:
 
 def snapshot_list(ds: Datastore, ns: BackupNamespace,
                   group: BackupGroup | None = None) -> list[dict[str, Any]]:
-    _require_namespace(ds, ns)
+    ds.require_namespace(ns)
+    if group is not None:
+        ds.require_group(ns, group)
     groups = [group] if group is not None else ds.list_groups(ns)
-    if group is not None and not ds.group_exists(ns, group):
-        raise NotFound(f"group {group} does not exist in namespace '{ns.display()}'")
     rows: list[dict[str, Any]] = []
     for g in groups:
         try:
@@ -99,5 +94,5 @@ def _describe_finished(ds: Datastore, ns: BackupNamespace, snap: Any, on_disk: l
 
 
 def namespace_list(ds: Datastore, parent: BackupNamespace, max_depth: int) -> list[dict[str, Any]]:
-    _require_namespace(ds, parent)
+    ds.require_namespace(parent)
     return [{"ns": str(ns)} for ns in ds.iter_namespaces(parent, max_depth)]

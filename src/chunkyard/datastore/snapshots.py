@@ -8,15 +8,8 @@ from __future__ import annotations
 
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.locking import MANIFEST_WAIT, LockBusy, LockKey, LockSession, Mode
-from chunkyard.errors import DatastoreError, NotFound
+from chunkyard.errors import DatastoreError
 from chunkyard.names import BackupDir, BackupNamespace
-
-
-def _require(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> None:
-    if not ds.namespace_exists(ns):
-        raise NotFound(f"namespace '{ns.display()}' does not exist")
-    if not ds.snapshot_exists(ns, snap):
-        raise NotFound(f"snapshot {snap} does not exist in namespace '{ns.display()}'")
 
 
 def forget_snapshot(ds: Datastore, ns: BackupNamespace, snap: BackupDir, *,
@@ -30,7 +23,7 @@ def forget_snapshot(ds: Datastore, ns: BackupNamespace, snap: BackupDir, *,
 def destroy_snapshot_locked(ds: Datastore, session: LockSession, ns: BackupNamespace,
                             snap: BackupDir) -> None:
     session.snapshot(ns, snap, Mode.EXCLUSIVE)
-    _require(ds, ns, snap)
+    ds.require_snapshot(ns, snap)
     session.manifest(ns, snap)
     if ds.is_protected(ns, snap):
         raise DatastoreError(f"snapshot {snap} is protected")
@@ -52,7 +45,7 @@ def _remove_group_if_empty(ds: Datastore, ns: BackupNamespace, snap: BackupDir) 
 
 
 def get_protected(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> bool:
-    _require(ds, ns, snap)
+    ds.require_snapshot(ns, snap)
     return ds.is_protected(ns, snap)
 
 
@@ -60,12 +53,12 @@ def set_protected(ds: Datastore, ns: BackupNamespace, snap: BackupDir, protected
                   wait: float = 0.0) -> None:
     with ds.locks.session(f"set protection of {snap}", wait=wait) as session:
         session.snapshot(ns, snap, Mode.EXCLUSIVE)
-        _require(ds, ns, snap)
+        ds.require_snapshot(ns, snap)
         ds.set_protected(ns, snap, protected)
 
 
 def get_notes(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> str:
-    _require(ds, ns, snap)
+    ds.require_snapshot(ns, snap)
     notes = ds.load_manifest(ns, snap).unprotected.get("notes")
     return notes if isinstance(notes, str) else ""
 
@@ -74,7 +67,7 @@ def set_notes(ds: Datastore, ns: BackupNamespace, snap: BackupDir, notes: str, *
               wait: float = 0.0) -> None:
     with ds.locks.session(f"set notes of {snap}", wait=wait) as session:
         session.manifest(ns, snap, wait=max(wait, MANIFEST_WAIT))
-        _require(ds, ns, snap)
+        ds.require_snapshot(ns, snap)
         manifest = ds.load_manifest(ns, snap)
         manifest.unprotected["notes"] = notes
         ds.write_manifest(ns, snap, manifest)

@@ -15,18 +15,13 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
 from chunkyard.errors import FormatError
-from chunkyard.formats.fixed_index import (
-    DIGEST_SIZE,
-    INDEX_HEADER_SIZE,
-    ChunkIndexError,
-    check_header_fields,
-    new_uuid,
-)
+from chunkyard.formats.fixed_index import INDEX_HEADER_SIZE, check_header_fields, new_uuid
+from chunkyard.formats.index_digests import DIGEST_SIZE, ChunkIndexError, DigestList
 
 DYNAMIC_SIZED_CHUNK_INDEX_1_0 = hashlib.sha256(
     b"Proxmox Backup dynamic sized chunk index v1.0"
@@ -87,8 +82,10 @@ def _strictly_increasing(ends: array[int]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class DynamicIndex:
+class DynamicIndex(DigestList):
     """A decoded `.didx`: exclusive end offsets and the n*32-byte digest concatenation."""
+
+    KIND = "dynamic"
 
     uuid: bytes
     ctime: int
@@ -167,22 +164,6 @@ class DynamicIndex:
     def __len__(self) -> int:
         return len(self.ends)
 
-    def _check(self, i: int) -> None:
-        if not 0 <= i < len(self.ends):
-            raise ChunkIndexError(
-                f"dynamic index: chunk {i} out of range (index has {len(self.ends)})"
-            )
-
-    def digest(self, i: int) -> bytes:
-        self._check(i)
-        return self.digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
-
-    def iter_digests(self) -> Iterator[bytes]:
-        d = self.digests
-        return (d[o : o + DIGEST_SIZE] for o in range(0, len(d), DIGEST_SIZE))
-
-    def digest_list(self) -> list[bytes]:
-        return list(self.iter_digests())
 
     def end_list(self) -> list[int]:
         return list(self.ends)

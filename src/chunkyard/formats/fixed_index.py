@@ -12,24 +12,22 @@ import hashlib
 import struct
 import time
 import uuid as uuid_mod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chunkyard.errors import FormatError
+from chunkyard.formats.index_digests import DIGEST_SIZE, ChunkIndexError, DigestList
 
 FIXED_SIZED_CHUNK_INDEX_1_0 = hashlib.sha256(
     b"Proxmox Backup fixed sized chunk index v1.0"
 ).digest()[:8]
 INDEX_HEADER_SIZE = 4096
-DIGEST_SIZE = 32
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 _HEADER = struct.Struct("<8s16sq32sQQ4016x")
 _U64_MAX = 2**64 - 1
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
-class ChunkIndexError(FormatError, IndexError):
-    """A chunk number or data offset outside an index (also an IndexError for callers)."""
 
 
 def check_header_fields(kind: str, uuid: bytes, ctime: int) -> None:
@@ -57,8 +55,10 @@ def _check_geometry(size: int, chunk_size: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class FixedIndex:
+class FixedIndex(DigestList):
     """A decoded `.fidx`: `uuid` is 16 raw bytes, `digests` the n*32-byte concatenation."""
+
+    KIND = "fixed"
 
     uuid: bytes
     ctime: int
@@ -100,29 +100,9 @@ class FixedIndex:
 
     # -- geometry ------------------------------------------------------------------------
 
-    @property
-    def chunk_count(self) -> int:
-        return len(self.digests) // DIGEST_SIZE
-
     def __len__(self) -> int:
         return self.chunk_count
 
-    def _check(self, i: int) -> None:
-        if not 0 <= i < self.chunk_count:
-            raise ChunkIndexError(
-                f"fixed index: chunk {i} out of range (index has {self.chunk_count})"
-            )
-
-    def digest(self, i: int) -> bytes:
-        self._check(i)
-        return self.digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
-
-    def iter_digests(self) -> Iterator[bytes]:
-        d = self.digests
-        return (d[o : o + DIGEST_SIZE] for o in range(0, len(d), DIGEST_SIZE))
-
-    def digest_list(self) -> list[bytes]:
-        return list(self.iter_digests())
 
     def chunk_range(self, i: int) -> tuple[int, int]:
         """Byte range `[start, end)` of chunk `i` in the image."""
