@@ -422,11 +422,18 @@ class Datastore:
     def remove_snapshot_dir(self, ns: BackupNamespace, snapshot: BackupDir, *,
                             force: bool = False) -> None:
         """Remove a snapshot directory with everything in it; a protected one only with
-        `force` (used to clean up after a failed backup)."""
+        `force` (used to clean up after a failed backup).
+
+        The manifest goes first: a removal cut short (kill -9, crash) leaves an unfinished
+        snapshot, never one that lists as finished while archives are missing. PBS removes
+        the tree in directory order; this is stricter on purpose.
+        """
         if not self.snapshot_exists(ns, snapshot):
             raise NotFound(f"{_snap(ns, snapshot)} does not exist")
         if not force and self.is_protected(ns, snapshot):
             raise DatastoreError(f"{_snap(ns, snapshot)} is protected")
+        with contextlib.suppress(NotFound):
+            self._backend.remove(file_key(ns, snapshot, MANIFEST_BLOB_NAME))
         self._backend.remove_tree(snapshot_key(ns, snapshot))
 
     def is_protected(self, ns: BackupNamespace, snapshot: BackupDir) -> bool:

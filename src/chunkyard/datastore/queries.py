@@ -10,7 +10,7 @@ from typing import Any
 
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.layout import MANIFEST_BLOB_NAME
-from chunkyard.errors import ChunkyardError
+from chunkyard.errors import ChunkyardError, NotFound
 from chunkyard.names import BackupGroup, BackupNamespace
 
 
@@ -50,7 +50,11 @@ def snapshot_list(ds: Datastore, ns: BackupNamespace,
             owner = str(ds.get_owner(ns, g))
         except ChunkyardError:
             owner = None
-        for info in ds.list_snapshots(ns, g):
+        try:
+            snapshots = ds.list_snapshots(ns, g)
+        except NotFound:  # deleted since list_groups: skipped, as the listing promises
+            continue
+        for info in snapshots:
             row: dict[str, Any] = {
                 "backup-type": g.type.value, "backup-id": g.id,
                 "backup-time": info.dir.time, "protected": info.protected,
