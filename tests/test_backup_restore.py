@@ -158,3 +158,15 @@ def test_corrupt_chunk_is_a_clear_error(ds: Datastore, tmp_path: Path) -> None:
     chunk.write_bytes(bytes(data))
     with pytest.raises(ChunkyardError):
         run_restore(ds, RestoreRequest(ROOT, result.snapshot, "root.tar", str(tmp_path / "o")))
+
+
+def test_size_estimate_for_first_backup_eta(ds: Datastore, tmp_path: Path) -> None:
+    from chunkyard.client.tree import start_size_estimate
+
+    src = tmp_path / "src"
+    make_tree(src)
+    got: list[int] = []
+    start_size_estimate(str(src), got.append).join(timeout=30)
+    actual = backup(ds, [f"root.tar:{src}"], 1_700_000_000).archives[0].size
+    assert len(got) == 1
+    assert 0.9 < got[0] / actual < 1.2

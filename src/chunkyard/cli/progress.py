@@ -11,6 +11,8 @@ from chunkyard.client.progress import NullReporter
 class RichReporter:
     """A `Reporter` drawing one rich progress bar per phase; warnings go above the bar."""
 
+    wants_estimate = True
+
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import (
@@ -34,6 +36,11 @@ class RichReporter:
         else:
             self._progress.stop_task(self._task)
         self._task = self._progress.add_task(label, total=total)
+
+    def set_total(self, total: int) -> None:
+        task = self._task
+        if task is not None:
+            self._progress.update(task, total=total)
 
     def advance(self, nbytes: int) -> None:
         if self._task is not None:

@@ -20,6 +20,7 @@ from chunkyard.client.chunk_sink import ChunkSink, UploadStats
 from chunkyard.client.metadata_cache import MetadataCache
 from chunkyard.client.progress import NullReporter, Reporter
 from chunkyard.client.tar_archive import write_tar
+from chunkyard.client.tree import start_size_estimate
 from chunkyard.datastore.datastore import Datastore, SnapshotInfo
 from chunkyard.datastore.locking import LockSession, Mode
 from chunkyard.errors import ChunkyardError, DatastoreError
@@ -210,6 +211,8 @@ class _BackupRun:
             cached = cache.load(base.dir.time, previous.csum())
         estimate = previous.size if previous is not None else None
         self.reporter.start(f"{spec.name}", estimate)
+        if estimate is None and self.reporter.wants_estimate:
+            start_size_estimate(spec.source, self.reporter.set_total)
         stream = ArchiveStream(Chunker(DEFAULT_AVG), sink, previous_stream,
                                progress=self.reporter.advance)
         result = write_tar(spec.source, stream, cached)

@@ -6,7 +6,8 @@ import grp
 import os
 import pwd
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -144,3 +145,33 @@ class TreeWalker:
             except OSError as e:
                 self.warnings.append(f"cannot stat {source!r}: {e.strerror}")
         return children
+
+
+def start_size_estimate(root: str, report: Callable[[int], None]) -> threading.Thread:
+    """Sum the tree's sizes on a background thread and report the archive size it implies,
+    so a first backup's progress bar can show an ETA (restic scans the same way)."""
+
+    def scan() -> None:
+        total = 2 * th.BLOCK
+        stack = [root]
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    for entry in it:
+                        total += 2 * th.BLOCK  # header, usually with a pax record
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            elif entry.is_file(follow_symlinks=False):
+                                size = entry.stat(follow_symlinks=False).st_size
+                                total += size + th.padding(size)
+                        except OSError:
+                            continue
+            except OSError:
+                continue
+        report(total)
+
+    thread = threading.Thread(target=scan, name="size-estimate", daemon=True)
+    thread.start()
+    return thread
