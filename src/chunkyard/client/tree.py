@@ -153,6 +153,7 @@ def start_size_estimate(root: str, report: Callable[[int], None]) -> threading.T
 
     def scan() -> None:
         total = 2 * th.BLOCK
+        linked: set[tuple[int, int]] = set()  # hard links are stored once
         stack = [root]
         while stack:
             directory = stack.pop()
@@ -164,8 +165,12 @@ def start_size_estimate(root: str, report: Callable[[int], None]) -> threading.T
                             if entry.is_dir(follow_symlinks=False):
                                 stack.append(entry.path)
                             elif entry.is_file(follow_symlinks=False):
-                                size = entry.stat(follow_symlinks=False).st_size
-                                total += size + th.padding(size)
+                                st = entry.stat(follow_symlinks=False)
+                                if st.st_nlink > 1:
+                                    if (st.st_dev, st.st_ino) in linked:
+                                        continue
+                                    linked.add((st.st_dev, st.st_ino))
+                                total += st.st_size + th.padding(st.st_size)
                         except OSError:
                             continue
             except OSError:
