@@ -18,13 +18,13 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/chunkyard demo --path ./chunkyard-data
 
-## The whole test suite (installs Debian's spin for the model check when missing).
-test: $(STAMP)
+## The whole test suite (installs Debian's spin for the model check when missing), after lint.
+test: $(STAMP) lint
 	@command -v spin >/dev/null 2>&1 || bash scripts/install-debian-packages.sh spin
 	$(PY) -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/mypy
 
 ## Benchmarks, never part of `make test`: installs restic and borg from Debian.
