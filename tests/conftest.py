@@ -31,6 +31,15 @@ def _lock_order_checking() -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def fast_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on tmpfs when there is one (for full 65536-directory datastores)."""
+    from tests.helpers import fast_tmp_dir
+
+    with fast_tmp_dir(tmp_path) as d:
+        yield d
+
+
 @pytest.fixture(autouse=True)
 def _client_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHUNKYARD_CACHE_DIR", str(tmp_path / "client-cache"))

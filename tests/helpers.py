@@ -5,8 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import stat
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def make_tree(root: Path, seed: int = 1, files: int = 60) -> None:
@@ -65,3 +73,35 @@ def tree_state(root: Path) -> dict[str, tuple[object, ...]]:
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PBS_DIDX = SHARED / "testdata" / "pbs" / "backup-client-pxar-data.ppxar.didx"
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` in another thread (its own sessions, its own order checking); re-raise."""
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:
+            err.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
+@contextmanager
+def fast_tmp_dir(fallback: Path) -> Iterator[Path]:
+    """tmpfs when there is one: 65536 mkdir/rmdir cost seconds on a disk, not on tmpfs."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        d = Path(tempfile.mkdtemp(prefix="chunkyard-test-", dir="/dev/shm"))
+        try:
+            yield d
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    else:  # pragma: no cover
+        yield fallback

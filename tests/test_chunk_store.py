@@ -6,11 +6,8 @@ import contextlib
 import hashlib
 import multiprocessing
 import os
-import shutil
 import stat
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,23 +27,6 @@ DATA = b"chunk data " * 500
 DIGEST = hashlib.sha256(DATA).digest()
 CRYPT = CryptConfig(bytes(range(32)))
 OLD_ATIME = 1_000_000_000_000_000_000
-
-
-def _fast_tmp_dir(tmp_path: Path) -> Iterator[Path]:
-    """tmpfs when there is one: 65536 mkdir/rmdir cost seconds on a disk, not on tmpfs."""
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        d = Path(tempfile.mkdtemp(prefix="chunkyard-test-", dir="/dev/shm"))
-        try:
-            yield d
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    else:  # pragma: no cover
-        yield tmp_path
-
-
-@pytest.fixture()
-def fast_dir(tmp_path: Path) -> Iterator[Path]:
-    yield from _fast_tmp_dir(tmp_path)
 
 
 def make_store(root: Path, sync_level: SyncLevel = SyncLevel.NONE) -> ChunkStore:

@@ -6,8 +6,6 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,17 +61,6 @@ def ds(tmp_path: Path) -> Datastore:
     return Datastore.create(str(tmp_path / "store"), sync_level=SyncLevel.NONE, sparse=True)
 
 
-@pytest.fixture()
-def fast_dir(tmp_path: Path) -> Iterator[Path]:
-    """tmpfs when there is one: 65536 mkdir/rmdir cost seconds on a disk, not on tmpfs."""
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        d = Path(tempfile.mkdtemp(prefix="chunkyard-test-", dir="/dev/shm"))
-        try:
-            yield d
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    else:  # pragma: no cover
-        yield tmp_path
 
 
 # -- create and open ----------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +26,7 @@ from chunkyard.datastore.locking import (
 )
 from chunkyard.errors import DatastoreError
 from chunkyard.names import BackupDir, BackupGroup, BackupNamespace
+from tests.helpers import in_thread
 
 S, X = Mode.SHARED, Mode.EXCLUSIVE
 ROOT = BackupNamespace()
@@ -55,23 +55,6 @@ def ns_(k: BackupNamespace) -> LockKey:
     return LockKey.namespace(k)
 
 
-def in_thread(fn: Callable[[], T]) -> T:
-    """Run `fn` in another thread (its own sessions, its own order checking)."""
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as e:
-            err.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if err:
-        raise err[0]
-    return out[0]
 
 
 def can_take(manager: LockManager, take: Callable[[LockSession], object]) -> bool:
