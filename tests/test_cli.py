@@ -281,3 +281,17 @@ def test_refused_lock_names_the_holder_and_wait_outlasts_it(repo: Datastore,
                 proc.wait()
     assert not repo.snapshot_exists(BackupNamespace.parse("a"), BackupDir.parse(snap))
     assert ok_json("list", *r) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["backup", "x.tar:/tmp", "--backup-time", "-5"], "--backup-time"),
+    (["frobnicate"], "No such command"),
+    (["list", "--output-format", "xml"], "--output-format"),
+    (["restore", "host/x/2020-01-01T00:00:00Z"], "Missing argument"),
+])
+def test_usage_errors_are_one_line_too(args: list[str], needle: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0]

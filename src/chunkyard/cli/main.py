@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 import time
 from typing import Annotated, Any
 
@@ -420,10 +421,27 @@ def demo(path: Annotated[str, typer.Option("--path")] = "./chunkyard-data") -> N
 
 
 def main() -> None:
+    """Run the CLI; usage errors, like every other error, are one `Error: ...` line."""
+    import click
+
     # A short-lived command that builds large acyclic structures (tree walks, the metadata
     # cache): the cyclic collector only costs time here (measured: ~0.1 s per 20k files).
     gc.disable()
-    app()
+    try:
+        result = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError:  # the help was printed already
+        raise SystemExit(0) from None
+    except click.UsageError as e:
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        sys.stderr.write(f"Error: {e.format_message()}{hint}\n")
+        raise SystemExit(2) from None
+    except click.ClickException as e:
+        sys.stderr.write(f"Error: {e.format_message()}\n")
+        raise SystemExit(e.exit_code) from None
+    except click.Abort:
+        sys.stderr.write("Error: aborted\n")
+        raise SystemExit(1) from None
+    raise SystemExit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":
