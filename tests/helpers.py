@@ -44,6 +44,8 @@ def make_tree(root: Path, seed: int = 1, files: int = 60) -> None:
     exe = root / "script.sh"
     exe.write_text("#!/bin/sh\necho hi\n")
     exe.chmod(0o751)
+    os.setxattr(root / "text.log", "user.origin", b"chunkyard \x00 test")
+    os.setxattr(root / "empty-dir", "user.dir", b"")
     os.utime(root / "text.log", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
 
 
@@ -66,8 +68,10 @@ def tree_state(root: Path) -> dict[str, tuple[object, ...]]:
             mtime = None if stat.S_ISLNK(st.st_mode) else st.st_mtime_ns
             if stat.S_ISDIR(st.st_mode):
                 mtime = None  # directory mtimes change when their contents are created
+            xattrs = None if stat.S_ISLNK(st.st_mode) else sorted(
+                (n, os.getxattr(path, n)) for n in os.listxattr(path))
             state[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_size if kind == stat.S_IFREG
-                          else None, mtime, extra)
+                          else None, mtime, extra, xattrs)
     return state
 
 

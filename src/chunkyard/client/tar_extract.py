@@ -70,6 +70,7 @@ class _Pending:
     uid: int
     gid: int
     mtime_ns: int
+    xattrs: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -204,12 +205,12 @@ class TarExtractor:
         carries_data = typeflag in (th.REGTYPE, b"\0", b"7")
         if rel == "":
             if typeflag == th.DIRTYPE:
-                self._dirs.append(_Pending(self._target, mode, uid, gid, mtime_ns))
+                self._dirs.append(_Pending(self._target, mode, uid, gid, mtime_ns, _xattrs(pax)))
             self._skip_data(size if carries_data else 0)
             return
         dest = os.path.join(self._target, rel)
         self._check_parents(dest, offset)
-        meta = _Pending(dest, mode, uid, gid, mtime_ns)
+        meta = _Pending(dest, mode, uid, gid, mtime_ns, _xattrs(pax))
         if typeflag == th.DIRTYPE:
             self._make_dir(dest, offset)
             self._dirs.append(meta)
@@ -333,6 +334,12 @@ class TarExtractor:
             except OSError as e:
                 self.stats.warnings.append(f"cannot set owner of {meta.path!r}: {e.strerror}")
         os.chmod(target, meta.mode)
+        for name, value in meta.xattrs:  # after chown, which would drop security.capability
+            try:
+                os.setxattr(target, name, value)
+            except OSError as e:
+                self.stats.warnings.append(
+                    f"cannot set extended attribute {name!r} on {meta.path!r}: {e.strerror}")
         os.utime(target, ns=(meta.mtime_ns, meta.mtime_ns))
 
     def _apply_link_meta(self, meta: _Pending) -> None:
@@ -359,6 +366,11 @@ class TarExtractor:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _xattrs(pax: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    return [(key[len(th.XATTR_PREFIX):], value) for key, value in pax.items()
+            if key.startswith(th.XATTR_PREFIX) and len(key) > len(th.XATTR_PREFIX)]
 
 
 def _parse_pax_time(raw: bytes, offset: int) -> int:

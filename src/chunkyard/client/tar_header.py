@@ -14,6 +14,7 @@ BLKTYPE = b"4"
 DIRTYPE = b"5"
 FIFOTYPE = b"6"
 PAXTYPE = b"x"
+XATTR_PREFIX = "SCHILY.xattr."
 
 _MAX_OCTAL = {8: 8**7 - 1, 12: 8**11 - 1}
 
@@ -28,7 +29,7 @@ def _octal(value: int, width: int) -> bytes:
 
 
 def _pax_record(key: str, value: bytes) -> bytes:
-    body = b" " + key.encode() + b"=" + value + b"\n"
+    body = b" " + key.encode("utf-8", "surrogateescape") + b"=" + value + b"\n"
     n = len(body)
     length = n + len(str(n))
     if len(str(length)) != len(str(n)):
@@ -81,10 +82,13 @@ def _fits(value: int, width: int) -> bool:
 
 def build_header(path: str, typeflag: bytes, *, mode: int, uid: int, gid: int, size: int,
                  mtime_ns: int, linkname: str = "", uname: str = "", gname: str = "",
-                 devmajor: int = 0, devminor: int = 0) -> bytes:
+                 devmajor: int = 0, devminor: int = 0,
+                 xattrs: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     """The header blocks of one entry: an optional pax extended header, then the ustar block.
 
     Names are encoded with surrogateescape so undecodable file names survive byte-exact.
+    Extended attributes (ACLs and capabilities are xattrs too) become `SCHILY.xattr.<name>`
+    records, as GNU tar and star write them.
     """
     bpath = path.encode("utf-8", "surrogateescape")
     blink = linkname.encode("utf-8", "surrogateescape")
@@ -127,6 +131,8 @@ def build_header(path: str, typeflag: bytes, *, mode: int, uid: int, gid: int, s
     if len(bgname) > 32 or not bgname.isascii():
         records.append(_pax_record("gname", bgname))
         bgname = b""
+    for name, value in xattrs:
+        records.append(_pax_record(XATTR_PREFIX + name, value))
     ustar = _ustar_block(
         split[0], split[1], mode, uid if _fits(uid, 8) else 0, gid if _fits(gid, 8) else 0,
         ustar_size, seconds, typeflag, blink, buname, bgname,

@@ -35,6 +35,23 @@ def _gname(gid: int) -> str:
         return ""
 
 
+def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
+    """Extended attributes of `path` (not following links), sorted; none where unsupported.
+
+    Changing one changes the inode's ctime, which the fingerprint covers."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ()
+    out: list[tuple[str, bytes]] = []
+    for name in sorted(names):
+        try:
+            out.append((name, os.getxattr(path, name, follow_symlinks=False)))
+        except OSError:
+            continue
+    return tuple(out)
+
+
 @dataclass(slots=True)
 class TreeEntry:
     """One archive member: its path inside the archive, where to read it, and its lstat."""
@@ -63,6 +80,7 @@ class TreeEntry:
             gid=st.st_gid, size=self.content_size, mtime_ns=st.st_mtime_ns,
             linkname=self.linkname, uname=_uname(st.st_uid), gname=_gname(st.st_gid),
             devmajor=os.major(rdev) if rdev else 0, devminor=os.minor(rdev) if rdev else 0,
+            xattrs=read_xattrs(self.source),
         )
 
 
