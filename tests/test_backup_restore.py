@@ -55,7 +55,8 @@ def test_restore_to_stdout_is_a_valid_tar_for_gnu_tar(ds: Datastore, tmp_path: P
         f"'{result.snapshot}','root.tar','-','--repository','{ds.path}']; main()"
     )
     stream = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "-x", "-C", str(out), "-f", "-"], input=stream, check=True)
+    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "-x", "-C", str(out), "-f", "-"],
+                   input=stream, check=True)
     assert tree_state(out) == tree_state(src)
 
 

@@ -51,9 +51,9 @@ def _feed_all(target: Path, data: bytes, step: int = 777) -> None:
 def test_extracts_gnu_tar_output(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(src, files=12)
-    archive = subprocess.run(["tar", "--format=pax", "--xattrs", "--xattrs-include=*", "-C", str(src),
-                              "-cf", "-", "."],
-                             check=True, capture_output=True).stdout
+    command = ["tar", "--format=pax", "--xattrs", "--xattrs-include=*", "-C", str(src),
+               "-cf", "-", "."]
+    archive = subprocess.run(command, check=True, capture_output=True).stdout
     out = tmp_path / "out"
     _feed_all(out, archive)
     assert tree_state(out) == tree_state(src)
