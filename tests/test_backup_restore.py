@@ -171,3 +171,16 @@ def test_size_estimate_for_first_backup_eta(ds: Datastore, tmp_path: Path) -> No
     actual = backup(ds, [f"root.tar:{src}"], 1_700_000_000).archives[0].size
     assert len(got) == 1
     assert 0.9 < got[0] / actual < 1.2
+
+
+def test_chunk_size_option(ds: Datastore, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    result = backup(ds, [f"root.tar:{src}"], 1_700_000_000, chunk_size=64 * 1024)
+    index = ds.load_index(ROOT, result.snapshot, "root.tar.didx")
+    assert index.chunk_count > 20  # ~5 MiB in 64 KiB-average chunks
+    out = tmp_path / "out"
+    run_restore(ds, RestoreRequest(ROOT, result.snapshot, "root.tar", str(out)))
+    assert tree_state(out) == tree_state(src)
+    with pytest.raises(ChunkyardError, match="chunk size"):
+        backup(ds, [f"root.tar:{src}"], 1_700_000_001, chunk_size=100 * 1024)

@@ -84,6 +84,9 @@ def backup(
     backup_id: Annotated[str | None, typer.Option("--backup-id")] = None,
     backup_time: Annotated[int | None, typer.Option("--backup-time", min=1)] = None,
     keyfile: KeyFile = None,
+    chunk_size: Annotated[int, typer.Option(
+        "--chunk-size", help="Average chunk size in KiB for .tar archives (64..4096, a power "
+        "of two).")] = 4096,
     wait: Wait = 0.0,
     output_format: Format = OutputFormat.TEXT,
 ) -> None:
@@ -96,7 +99,8 @@ def backup(
     specs = [ArchiveSpec.parse(s) for s in sources]
     req = BackupRequest(namespace=_ns(ns), group=group,
                         backup_time=backup_time or int(time.time()), archives=specs,
-                        owner=Authid.parse(local_authid()), crypt=_crypt(keyfile), wait=wait)
+                        owner=Authid.parse(local_authid()), crypt=_crypt(keyfile), wait=wait,
+                        chunk_size=chunk_size * 1024)
     ds = _open(repository)
     result = run_backup(ds, req, make_reporter())
     summary = {

@@ -33,6 +33,7 @@ from chunkyard.formats.manifest import BackupManifest, FileInfo
 from chunkyard.names import Authid, BackupDir, BackupGroup, BackupNamespace, archive_kind
 
 MAX_CONFIG_BLOB = 16 * 1024 * 1024
+ALLOWED_CHUNK_SIZES = frozenset(1024 * k for k in (64, 128, 256, 512, 1024, 2048, 4096))
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,13 @@ class BackupRequest:
     owner: Authid
     crypt: CryptConfig | None = None
     wait: float = 0.0
+    chunk_size: int = DEFAULT_AVG  # average dynamic chunk size (PBS: --chunk-size)
+
+    def __post_init__(self) -> None:
+        if self.chunk_size not in ALLOWED_CHUNK_SIZES:
+            raise ChunkyardError(
+                f"chunk size {self.chunk_size} is not allowed: use 64, 128, 256, 512, 1024, "
+                "2048 or 4096 KiB")
 
 
 def _crypt_mode(crypt: CryptConfig | None) -> str:
@@ -213,7 +221,7 @@ class _BackupRun:
         self.reporter.start(f"{spec.name}", estimate)
         if estimate is None and self.reporter.wants_estimate:
             start_size_estimate(spec.source, self.reporter.set_total)
-        stream = ArchiveStream(Chunker(DEFAULT_AVG), sink, previous_stream,
+        stream = ArchiveStream(Chunker(req.chunk_size), sink, previous_stream,
                                progress=self.reporter.advance)
         result = write_tar(spec.source, stream, cached)
         ends, digests = stream.finish()
