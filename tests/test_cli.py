@@ -295,3 +295,34 @@ def test_usage_errors_are_one_line_too(args: list[str], needle: str) -> None:
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0]
+
+
+def test_done_when_namespace_delete_waits_for_a_streaming_restore(repo: Datastore,
+                                                                 tmp_path: Path) -> None:
+    """Issue 3's acceptance: while `restore ... -` streams into a slow reader, deleting its
+    namespace or any ancestor is refused naming the restore's pid; afterwards it succeeds."""
+    src = tmp_path / "big"
+    src.mkdir()
+    (src / "random.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    for name in ("a", "a/b", "a/b/c"):
+        create_namespace(repo, BackupNamespace.parse(name))
+    snap = str(api_backup(repo, src, "a/b/c", WEB, T0))
+    restore = subprocess.Popen(
+        [*CLI, "restore", snap, "root.tar", "-", "--repository", repo.path, "--ns", "a/b/c"],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert restore.stdout is not None
+        assert os.read(restore.stdout.fileno(), 1)  # streaming, and stalled on the pipe
+        for ns in ("a/b/c", "a/b", "a"):
+            line = fails("namespace", "delete", ns, "--delete-groups", "--repository", repo.path)
+            assert f"pid {restore.pid} " in line and f"restore {snap}" in line, line
+        assert repo.snapshot_exists(BackupNamespace.parse("a/b/c"), BackupDir.parse(snap))
+        restore.communicate(timeout=60)
+        assert restore.returncode == 0
+    finally:
+        if restore.poll() is None:
+            restore.kill()
+            restore.wait()
+    ok("namespace", "delete", "a", "--delete-groups", "--repository", repo.path)
+    assert [row["ns"] for row in ok_json("namespace", "list", "--repository", repo.path,
+                                         "--output-format", "json")] == [""]
