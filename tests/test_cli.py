@@ -324,5 +324,4 @@ def test_done_when_namespace_delete_waits_for_a_streaming_restore(repo: Datastor
             restore.kill()
             restore.wait()
     ok("namespace", "delete", "a", "--delete-groups", "--repository", repo.path)
-    assert [row["ns"] for row in ok_json("namespace", "list", "--repository", repo.path,
-                                         "--output-format", "json")] == [""]
+    assert [row["ns"] for row in ok_json("namespace", "list", "--repository", repo.path)] == [""]
