@@ -6,6 +6,9 @@ writes the group, as PBS's group lock makes them).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.locking import LockKey, LockSession, Mode
 from chunkyard.datastore.namespaces import DeleteStats
@@ -49,12 +52,20 @@ def delete_group(ds: Datastore, ns: BackupNamespace, group: BackupGroup, *,
     return stats
 
 
-def change_owner(ds: Datastore, ns: BackupNamespace, group: BackupGroup, new_owner: Authid, *,
-                 wait: float = 0.0) -> None:
-    with ds.locks.session(f"change owner of {group}", wait=wait) as session:
+@contextmanager
+def _as_group_writer(ds: Datastore, ns: BackupNamespace, group: BackupGroup, operation: str,
+                     wait: float) -> Iterator[None]:
+    """NS S, GW X, GA S on an existing group: what re-owning or annotating it needs."""
+    with ds.locks.session(f"{operation} {group}", wait=wait) as session:
         session.group_writer(ns, group)
         session.group(ns, group, Mode.SHARED)
         ds.require_group(ns, group)
+        yield
+
+
+def change_owner(ds: Datastore, ns: BackupNamespace, group: BackupGroup, new_owner: Authid, *,
+                 wait: float = 0.0) -> None:
+    with _as_group_writer(ds, ns, group, "change owner of", wait):
         ds.set_owner(ns, group, new_owner)
 
 
@@ -65,8 +76,5 @@ def get_group_notes(ds: Datastore, ns: BackupNamespace, group: BackupGroup) -> s
 
 def set_group_notes(ds: Datastore, ns: BackupNamespace, group: BackupGroup, notes: str, *,
                     wait: float = 0.0) -> None:
-    with ds.locks.session(f"set notes of {group}", wait=wait) as session:
-        session.group_writer(ns, group)
-        session.group(ns, group, Mode.SHARED)
-        ds.require_group(ns, group)
+    with _as_group_writer(ds, ns, group, "set notes of", wait):
         ds.set_group_notes(ns, group, notes)
