@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,21 @@ def test_holders_prefer_the_exact_device() -> None:
     other = os.makedev(0x10, 0x02)
     assert [h.pid for h in find_holders(other, 77, None, text)] == [me, parent]
     assert find_holders(dev, 78, None, text) == []
+
+
+def test_tmp_fallback_lock_dir_must_be_private(tmp_path: Path) -> None:
+    from chunkyard.datastore.locking.lockfiles import _private_tmp_dir
+
+    fresh = tmp_path / "fresh"
+    assert _private_tmp_dir(str(fresh)) == str(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    assert _private_tmp_dir(str(fresh)) == str(fresh)  # reused when it is ours
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(DatastoreError, match="0700"):
+        _private_tmp_dir(str(shared))
+    link = tmp_path / "link"
+    link.symlink_to(fresh)
+    with pytest.raises(DatastoreError):
+        _private_tmp_dir(str(link))

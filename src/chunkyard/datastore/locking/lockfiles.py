@@ -20,6 +20,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable
 
@@ -172,7 +173,8 @@ def default_lock_dir(identity: str) -> str:
     `$CHUNKYARD_LOCK_DIR` if set; `/run/chunkyard/locks` if `/run` (or that directory) is
     writable; `$XDG_RUNTIME_DIR/chunkyard/locks`; `/tmp/chunkyard-<uid>/locks`.
     Every process using one datastore must arrive at the same directory (rule 4).
-    Nothing is created here; the lock manager creates directories on first use.
+    Nothing is created here (but the private /tmp fallback's root); the lock manager creates
+    directories on first use.
     """
     name = identity_dir_name(identity)
     env = os.environ.get(LOCK_DIR_ENV)
@@ -185,4 +187,22 @@ def default_lock_dir(identity: str) -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and _usable(xdg):
         return os.path.join(xdg, "chunkyard", "locks", name)
-    return os.path.join(f"/tmp/chunkyard-{os.getuid()}", "locks", name)
+    return os.path.join(_private_tmp_dir(f"/tmp/chunkyard-{os.getuid()}"), "locks", name)
+
+
+def _private_tmp_dir(path: str) -> str:
+    """The /tmp fallback, created 0700; refused unless it is ours and closed to others
+    (another user could otherwise pre-create it and hold or swap our lock files)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise DatastoreError(f"cannot create the lock directory {path}: {e.strerror}") from None
+    st = os.lstat(path)
+    if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
+            or stat.S_IMODE(st.st_mode) & 0o077):
+        raise DatastoreError(
+            f"refusing the lock directory {path}: it must be a directory owned by uid "
+            f"{os.getuid()} with mode 0700 (set CHUNKYARD_LOCK_DIR to use another)")
+    return path
