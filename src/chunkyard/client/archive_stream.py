@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from chunkyard.client.chunk_sink import ChunkResult, ChunkSink
+from chunkyard.client.tree import open_regular
 from chunkyard.formats.chunker import Chunker
 
 BLOCK_SIZE = 32 * 1024 * 1024
@@ -143,7 +144,7 @@ class ArchiveStream:
 
     def write_piece(self, piece: Piece) -> None:
         if isinstance(piece, FileSlice):
-            fd = os.open(piece.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_regular(piece.source)
             try:
                 if piece.offset:
                     os.lseek(fd, piece.offset, os.SEEK_SET)
@@ -263,7 +264,7 @@ class ArchiveStream:
     def _write_until_in_step(self, piece: Piece) -> bool:
         """Write a piece in block-sized parts, scanning after each; True once in step."""
         if isinstance(piece, FileSlice):
-            fd = os.open(piece.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_regular(piece.source)
             try:
                 os.lseek(fd, piece.offset, os.SEEK_SET)
                 remaining = piece.length

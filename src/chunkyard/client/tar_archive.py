@@ -8,7 +8,6 @@ written fresh. The new cache records where each entry lies in the new stream.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from chunkyard.client import tar_header as th
 from chunkyard.client.archive_stream import ArchiveStream, FileSlice, Piece
 from chunkyard.client.metadata_cache import CacheEntries
-from chunkyard.client.tree import TreeEntry, TreeWalker
+from chunkyard.client.tree import TreeEntry, TreeWalker, open_regular
 
 END_KEY = "\0end-of-archive"
 END_FINGERPRINT = ("end",)
@@ -118,12 +117,8 @@ def write_tar(root: str, stream: ArchiveStream, cache: CacheEntries,
         fd = -1
         if entry.typeflag == th.REGTYPE:
             try:
-                fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise OSError(0, "no longer a regular file")
+                fd = open_regular(entry.source)
             except OSError as e:
-                if fd >= 0:
-                    os.close(fd)
                 walker.warnings.append(f"skipped {entry.source!r}: {e.strerror}")
                 continue
         start = stream.pos

@@ -35,6 +35,19 @@ def _gname(gid: int) -> str:
         return ""
 
 
+def open_regular(path: str) -> int:
+    """Open a file to archive its content: never through a symlink, never blocking on a FIFO
+    that replaced the file since it was listed; OSError unless it is still a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "no longer a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
     """Extended attributes of `path` (not following links), sorted; none where unsupported.
 
