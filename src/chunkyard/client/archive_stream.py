@@ -84,6 +84,7 @@ class ArchiveStream:
         self._region: tuple[int, int, int] | None = None
         self._sync_pos: int | None = None
         self.stats = StreamStats()
+        self.warnings: list[str] = []
 
     # -- positions ---------------------------------------------------------------------
     @property
@@ -119,12 +120,13 @@ class ArchiveStream:
                 self._roll()
 
     def write_file(self, fd: int, length: int) -> int:
-        """Copy `length` bytes from `fd` straight into the block; returns bytes really read."""
+        """Copy `length` bytes from `fd` straight into the block; returns bytes really read.
+        A file that ends early (or fd -1, a file that vanished) is padded with zeros."""
         remaining = length
         got_total = 0
         while remaining:
             n = min(remaining, self._block_size - self._fill)
-            got = os.readv(fd, [self._mv[self._fill:self._fill + n]])
+            got = os.readv(fd, [self._mv[self._fill:self._fill + n]]) if fd >= 0 else 0
             if got == 0:  # the file shrank while we read it: pad like tar does
                 self._mv[self._fill:self._fill + n] = bytes(n)
                 got = n
@@ -142,15 +144,27 @@ class ArchiveStream:
         if self._progress is not None:
             self._progress(n)
 
+    def _open_slice(self, piece: FileSlice) -> int:
+        """An fd positioned at the slice, or -1 (zeros, with a warning) if the file is gone:
+        the entry's header is already promised, so its length must be kept."""
+        try:
+            fd = open_regular(piece.source)
+        except OSError as e:
+            self.warnings.append(f"{piece.source!r} changed while backed up ({e.strerror}): "
+                                 "its content is stored as zeros")
+            return -1
+        if piece.offset:
+            os.lseek(fd, piece.offset, os.SEEK_SET)
+        return fd
+
     def write_piece(self, piece: Piece) -> None:
         if isinstance(piece, FileSlice):
-            fd = open_regular(piece.source)
+            fd = self._open_slice(piece)
             try:
-                if piece.offset:
-                    os.lseek(fd, piece.offset, os.SEEK_SET)
                 self.write_file(fd, piece.length)
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         else:
             self.write(piece)
 
@@ -264,9 +278,8 @@ class ArchiveStream:
     def _write_until_in_step(self, piece: Piece) -> bool:
         """Write a piece in block-sized parts, scanning after each; True once in step."""
         if isinstance(piece, FileSlice):
-            fd = open_regular(piece.source)
+            fd = self._open_slice(piece)
             try:
-                os.lseek(fd, piece.offset, os.SEEK_SET)
                 remaining = piece.length
                 while remaining:
                     n = min(remaining, self._block_size - self._fill)
@@ -275,7 +288,8 @@ class ArchiveStream:
                     if self._scan() or self._sync_pos is not None:
                         return True
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
             return False
         view = memoryview(piece)
         while view:

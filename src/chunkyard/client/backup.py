@@ -226,9 +226,9 @@ class _BackupRun:
         result = write_tar(spec.source, stream, cached)
         ends, digests = stream.finish()
         self.reporter.finish()
-        for warning in result.warnings:
+        for warning in result.warnings + stream.warnings:
             self.reporter.warn(warning)
-        self.warnings.extend(result.warnings)
+        self.warnings.extend(result.warnings + stream.warnings)
         index = DynamicIndex.from_chunks(ends, digests, uuid=uuidlib.uuid4().bytes,
                                          ctime=int(time.time()))
         self.ds.write_index_file(req.namespace, self.snapshot, spec.name, index.encode())
