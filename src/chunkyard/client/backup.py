@@ -25,7 +25,7 @@ from chunkyard.datastore.datastore import Datastore, SnapshotInfo
 from chunkyard.datastore.locking import LockSession, Mode
 from chunkyard.errors import ChunkyardError, DatastoreError
 from chunkyard.formats.blob import encode_blob
-from chunkyard.formats.chunker import DEFAULT_AVG, FIXED_CHUNK_SIZE, Chunker
+from chunkyard.formats.chunker import DEFAULT_AVG, FIXED_CHUNK_SIZE, Chunker, split_fixed
 from chunkyard.formats.crypt import CryptConfig
 from chunkyard.formats.dynamic_index import DynamicIndex
 from chunkyard.formats.fixed_index import FixedIndex
@@ -267,13 +267,9 @@ class _BackupRun:
                     self.reporter.advance(size)
             if not reused:
                 futures = []
-                offset = 0
-                while offset < size:
-                    n = min(FIXED_CHUNK_SIZE, size - offset)
-                    data = _read_exact(fd, n, spec.source)
-                    futures.append(sink.submit(data))
-                    offset += n
-                    self.reporter.advance(n)
+                for start, end in split_fixed(size):
+                    futures.append(sink.submit(_read_exact(fd, end - start, spec.source)))
+                    self.reporter.advance(end - start)
                 digests = [f.result()[0] for f in futures]
             self.reporter.finish()
         finally:

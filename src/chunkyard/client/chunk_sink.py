@@ -7,14 +7,13 @@ from sweeping it). Results come back as futures so the index keeps stream order.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from chunkyard.datastore.chunk_store import ChunkStore
-from chunkyard.formats.blob import encode_blob
+from chunkyard.formats.blob import chunk_digest, encode_blob
 from chunkyard.formats.crypt import CryptConfig
 
 
@@ -26,7 +25,6 @@ class UploadStats:
     size: int = 0
     compressed_size: int = 0
     duplicates: int = 0
-    known: int = 0
 
     def as_manifest_stats(self) -> dict[str, int]:
         return {"count": self.count, "size": self.size,
@@ -59,19 +57,13 @@ class ChunkSink:
         self._in_flight.append(fut)
         return fut
 
-    def digest_of(self, data: bytes | memoryview) -> bytes:
-        if self._crypt is not None:
-            return self._crypt.compute_digest(data)
-        return hashlib.sha256(data).digest()
-
     def _process(self, data: bytes | memoryview) -> ChunkResult:
-        digest = self.digest_of(data)
+        digest = chunk_digest(data, self._crypt)
         size = len(data)
         with self._lock:
             self.stats.count += 1
             self.stats.size += size
             if digest in self._known:
-                self.stats.known += 1
                 self.stats.duplicates += 1
                 return digest, size
             first_time = digest not in self._seen
