@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 import sys
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from chunkyard.cli import move_commands
 from chunkyard.cli.context import (
     UsageError,
     key_password,
     local_authid,
     one_line_errors,
-    repository_path,
+)
+from chunkyard.cli.options import (
+    Format,
+    GroupArg,
+    KeyFile,
+    Namespace,
+    Repository,
+    SnapshotArg,
+    Wait,
+    load_crypt,
+    open_datastore,
+    parse_boolean,
+    parse_group,
+    parse_ns,
+    parse_snapshot,
 )
 from chunkyard.cli.output import OutputFormat, emit, human_bytes
 
@@ -32,34 +48,7 @@ app.add_typer(namespace_app, name="namespace")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(group_app, name="group")
 app.add_typer(key_app, name="key")
-
-Repository = Annotated[str | None, typer.Option(
-    "--repository", help="Datastore directory (or $CHUNKYARD_REPOSITORY).")]
-Namespace = Annotated[str, typer.Option("--ns", help="Namespace, e.g. a/b (default: root).")]
-Format = Annotated[OutputFormat, typer.Option("--output-format", help="text, json or json-pretty.")]
-Wait = Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for busy locks.")]
-KeyFile = Annotated[str | None, typer.Option("--keyfile", help="Encryption key file.")]
-
-
-def _open(repository: str | None) -> Any:
-    from chunkyard.datastore.datastore import Datastore
-
-    return Datastore.open(repository_path(repository))
-
-
-def _ns(text: str) -> Any:
-    from chunkyard.names import BackupNamespace
-
-    return BackupNamespace.parse(text)
-
-
-def _crypt(keyfile: str | None) -> Any:
-    if keyfile is None:
-        return None
-    from chunkyard.formats.keyfile import load_key_file
-
-    return load_key_file(keyfile, key_password())
-
+move_commands.register(group_app, namespace_app)
 
 # -- datastore ------------------------------------------------------------------------------
 @datastore_app.command("create")
@@ -97,11 +86,11 @@ def backup(
 
     group = BackupGroup(BackupType.parse(backup_type), backup_id or socket.gethostname())
     specs = [ArchiveSpec.parse(s) for s in sources]
-    req = BackupRequest(namespace=_ns(ns), group=group,
+    req = BackupRequest(namespace=parse_ns(ns), group=group,
                         backup_time=backup_time or int(time.time()), archives=specs,
-                        owner=Authid.parse(local_authid()), crypt=_crypt(keyfile), wait=wait,
+                        owner=Authid.parse(local_authid()), crypt=load_crypt(keyfile), wait=wait,
                         chunk_size=chunk_size * 1024)
-    ds = _open(repository)
+    ds = open_datastore(repository)
     result = run_backup(ds, req, make_reporter())
     summary = {
         "snapshot": str(result.snapshot), "ns": str(result.namespace),
@@ -140,9 +129,10 @@ def restore(
     from chunkyard.client.restore import RestoreRequest, run_restore
     from chunkyard.names import BackupDir
 
-    req = RestoreRequest(namespace=_ns(ns), snapshot=BackupDir.parse(snapshot), archive=archive,
-                         target=target, crypt=_crypt(keyfile), wait=wait)
-    ds = _open(repository)
+    req = RestoreRequest(namespace=parse_ns(ns), snapshot=BackupDir.parse(snapshot),
+                         archive=archive,
+                         target=target, crypt=load_crypt(keyfile), wait=wait)
+    ds = open_datastore(repository)
     result = run_restore(ds, req, make_reporter(None if target != "-" else False))
     if target != "-":
         typer.echo(f"restored {result.archive}: {human_bytes(result.bytes)}", err=True)
@@ -156,7 +146,7 @@ def list_groups(repository: Repository = None, ns: Namespace = "",
     """List backup groups of a namespace."""
     from chunkyard.datastore.queries import group_list
 
-    rows = group_list(_open(repository), _ns(ns))
+    rows = group_list(open_datastore(repository), parse_ns(ns))
     if output_format is OutputFormat.TEXT:
         for row in rows:
             row["group"] = f"{row['backup-type']}/{row['backup-id']}"
@@ -175,7 +165,8 @@ def snapshot_list(group: Annotated[str | None, typer.Argument(help="type/id")] =
     from chunkyard.datastore.queries import snapshot_list as query
     from chunkyard.names import BackupGroup
 
-    rows = query(_open(repository), _ns(ns), BackupGroup.parse(group) if group else None)
+    rows = query(open_datastore(repository), parse_ns(ns),
+                 BackupGroup.parse(group) if group else None)
     if output_format is OutputFormat.TEXT:
         for row in rows:
             row["snapshot"] = (f"{row['backup-type']}/{row['backup-id']}/"
@@ -202,7 +193,7 @@ def namespace_list(repository: Repository = None, ns: Namespace = "",
     """List a namespace and its descendants (PBS: the parent itself comes first)."""
     from chunkyard.datastore.queries import namespace_list as query
 
-    rows = query(_open(repository), _ns(ns), 7 if max_depth is None else max_depth)
+    rows = query(open_datastore(repository), parse_ns(ns), 7 if max_depth is None else max_depth)
     if output_format is OutputFormat.TEXT:
         rows = [{"ns": row["ns"] or "<root>"} for row in rows]
     emit(rows, output_format, [("ns", "namespace")])
@@ -215,7 +206,7 @@ def namespace_create(name: Annotated[str, typer.Argument(help="Full namespace pa
     """Create a namespace; its parent must exist."""
     from chunkyard.datastore.namespaces import create_namespace
 
-    created = create_namespace(_open(repository), _ns(name), wait=wait)
+    created = create_namespace(open_datastore(repository), parse_ns(name), wait=wait)
     typer.echo(f"created namespace '{created}'")
 
 
@@ -235,7 +226,8 @@ def namespace_delete(
     """Delete a namespace and its descendants, deepest first."""
     from chunkyard.datastore.namespaces import delete_namespace
 
-    stats = delete_namespace(_open(repository), _ns(name), delete_groups=delete_groups,
+    stats = delete_namespace(open_datastore(repository), parse_ns(name),
+                             delete_groups=delete_groups,
                              error_on_protected=error_on_protected, wait=wait)
     _report_removal(stats.as_dict(), output_format)
 
@@ -250,15 +242,6 @@ def _report_removal(stats: dict[str, int], output_format: OutputFormat) -> None:
 
 
 # -- groups ------------------------------------------------------------------------------
-GroupArg = Annotated[str, typer.Argument(help="Backup group, type/id")]
-
-
-def _group(text: str) -> Any:
-    from chunkyard.names import BackupGroup
-
-    return BackupGroup.parse(text)
-
-
 @group_app.command("delete")
 @one_line_errors
 def group_delete(
@@ -270,7 +253,7 @@ def group_delete(
     """Delete a group and its unprotected snapshots."""
     from chunkyard.datastore.groups import delete_group
 
-    stats = delete_group(_open(repository), _ns(ns), _group(group),
+    stats = delete_group(open_datastore(repository), parse_ns(ns), parse_group(group),
                          error_on_protected=error_on_protected, wait=wait)
     _report_removal(stats.as_dict(), output_format)
 
@@ -286,7 +269,8 @@ def group_change_owner(
     from chunkyard.datastore.groups import change_owner
     from chunkyard.names import Authid
 
-    change_owner(_open(repository), _ns(ns), _group(group), Authid.parse(new_owner), wait=wait)
+    change_owner(open_datastore(repository), parse_ns(ns), parse_group(group),
+                 Authid.parse(new_owner), wait=wait)
 
 
 group_notes_app = typer.Typer(no_args_is_help=True, help="Show or update group notes.")
@@ -300,7 +284,8 @@ def group_notes_show(group: GroupArg, repository: Repository = None, ns: Namespa
     """Print a group's notes."""
     from chunkyard.datastore.groups import get_group_notes
 
-    emit(get_group_notes(_open(repository), _ns(ns), _group(group)), output_format)
+    emit(get_group_notes(open_datastore(repository), parse_ns(ns), parse_group(group)),
+         output_format)
 
 
 @group_notes_app.command("update")
@@ -310,19 +295,10 @@ def group_notes_update(group: GroupArg, notes: str, repository: Repository = Non
     """Replace a group's notes."""
     from chunkyard.datastore.groups import set_group_notes
 
-    set_group_notes(_open(repository), _ns(ns), _group(group), notes, wait=wait)
+    set_group_notes(open_datastore(repository), parse_ns(ns), parse_group(group), notes, wait=wait)
 
 
 # -- snapshots ---------------------------------------------------------------------------
-SnapshotArg = Annotated[str, typer.Argument(help="Snapshot, type/id/YYYY-MM-DDTHH:MM:SSZ")]
-
-
-def _snapshot(text: str) -> Any:
-    from chunkyard.names import BackupDir
-
-    return BackupDir.parse(text)
-
-
 @snapshot_app.command("forget")
 @one_line_errors
 def snapshot_forget(snapshot: SnapshotArg, repository: Repository = None, ns: Namespace = "",
@@ -330,7 +306,7 @@ def snapshot_forget(snapshot: SnapshotArg, repository: Repository = None, ns: Na
     """Delete a snapshot (refused while it is protected or in use)."""
     from chunkyard.datastore.snapshots import forget_snapshot
 
-    forget_snapshot(_open(repository), _ns(ns), _snapshot(snapshot), wait=wait)
+    forget_snapshot(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot), wait=wait)
 
 
 protected_app = typer.Typer(no_args_is_help=True, help="Show or set snapshot protection.")
@@ -344,7 +320,7 @@ def snapshot_protected_show(snapshot: SnapshotArg, repository: Repository = None
     """Print whether a snapshot is protected."""
     from chunkyard.datastore.snapshots import get_protected
 
-    value = get_protected(_open(repository), _ns(ns), _snapshot(snapshot))
+    value = get_protected(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot))
     emit(value if output_format is not OutputFormat.TEXT else str(value).lower(), output_format)
 
 
@@ -358,17 +334,8 @@ def snapshot_protected_update(
     """Protect a snapshot from prune and forget, or lift the protection."""
     from chunkyard.datastore.snapshots import set_protected
 
-    set_protected(_open(repository), _ns(ns), _snapshot(snapshot), _boolean(protected), wait=wait)
-
-
-def _boolean(text: str) -> bool:
-    """PBS's parse_boolean: 1/on/yes/true and 0/off/no/false, any case."""
-    value = text.strip().lower()
-    if value in ("1", "on", "yes", "true"):
-        return True
-    if value in ("0", "off", "no", "false"):
-        return False
-    raise UsageError(f"{text!r} is not a boolean (use true or false)")
+    set_protected(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot),
+                  parse_boolean(protected), wait=wait)
 
 
 snapshot_notes_app = typer.Typer(no_args_is_help=True, help="Show or update snapshot notes.")
@@ -382,7 +349,8 @@ def snapshot_notes_show(snapshot: SnapshotArg, repository: Repository = None,
     """Print a snapshot's notes (the manifest's unprotected.notes)."""
     from chunkyard.datastore.snapshots import get_notes
 
-    emit(get_notes(_open(repository), _ns(ns), _snapshot(snapshot)), output_format)
+    emit(get_notes(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot)),
+         output_format)
 
 
 @snapshot_notes_app.command("update")
@@ -392,7 +360,7 @@ def snapshot_notes_update(snapshot: SnapshotArg, notes: str, repository: Reposit
     """Replace a snapshot's notes."""
     from chunkyard.datastore.snapshots import set_notes
 
-    set_notes(_open(repository), _ns(ns), _snapshot(snapshot), notes, wait=wait)
+    set_notes(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot), notes, wait=wait)
 
 
 # -- keys --------------------------------------------------------------------------------
@@ -431,6 +399,8 @@ def main() -> None:
     # A short-lived command that builds large acyclic structures (tree walks, the metadata
     # cache): the cyclic collector only costs time here (measured: ~0.1 s per 20k files).
     gc.disable()
+    # Library warnings (e.g. an interrupted move completed on open) reach the user as lines.
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
         result = app(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError:  # the help was printed already

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from chunkyard.client.progress import NullReporter
@@ -68,3 +69,37 @@ def make_reporter(enabled: bool | None = None) -> RichReporter | WarningReporter
     if enabled is None:
         enabled = sys.stderr.isatty()
     return RichReporter() if enabled else WarningReporter()
+
+
+class StepProgress:
+    """A bar counting the steps of a plan (a move's renames), with rate and ETA."""
+
+    def __init__(self, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[rate]} steps/s"),
+                                  TimeRemainingColumn(),
+                                  console=Console(stderr=True), transient=True)
+        self._task: Any = None
+        self._started = 0.0
+
+    def update(self, done: int, total: int) -> None:
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task("", total=total, rate="-")
+            self._started = time.monotonic()
+        elapsed = time.monotonic() - self._started
+        rate = f"{done / elapsed:.0f}" if elapsed > 0 else "-"
+        self._progress.update(self._task, completed=done, rate=rate)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._progress.stop()

@@ -133,6 +133,8 @@ class StorageBackend(Protocol):
 
     def touch_atime(self, key: str) -> None: ...
 
+    def sync_dir(self, key: str) -> None: ...
+
     def sync_filesystem(self) -> None: ...
 
     def identity(self) -> str: ...
@@ -440,6 +442,12 @@ class FilesystemBackend:
             os.rename(src_path, dst_path)
 
     # -- times and sync -----------------------------------------------------------------
+
+    def sync_dir(self, key: str) -> None:
+        """fsync(2) a directory, so the renames and removals in it are durable."""
+        path = self._path(key, allow_root=True)
+        with self._errors("sync directory", key):
+            self._fsync_dir(path)
 
     def touch_atime(self, key: str) -> None:
         """Set the atime to now and keep the mtime (utimensat with UTIME_OMIT), as PBS does

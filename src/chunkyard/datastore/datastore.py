@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from chunkyard.datastore.backend import EntryKind, FilesystemBackend, StorageBackend
@@ -22,6 +22,7 @@ from chunkyard.datastore.layout import (
     CHUNKS_DIR,
     LOCK_FILE,
     MANIFEST_BLOB_NAME,
+    MOVE_INTENT_DIR,
     NOTES_FILE,
     OWNER_FILE,
     PROTECTED_MARKER,
@@ -111,15 +112,25 @@ class Datastore:
         return cls(path, backend, chunk_store)
 
     @classmethod
-    def open(cls, path: str, *, sync_level: SyncLevel = SyncLevel.FILESYSTEM) -> Datastore:
-        """Open an existing datastore (ours or PBS's); only `.chunks/` and `.lock` must exist."""
+    def open(cls, path: str, *, sync_level: SyncLevel = SyncLevel.FILESYSTEM,
+             recover: bool = True) -> Datastore:
+        """Open an existing datastore (ours or PBS's); only `.chunks/` and `.lock` must exist.
+
+        A move that was cut short (its intent log is still there and its locks are free) is
+        completed first, unless `recover` is False (see `moves.recovery`).
+        """
         path = os.path.abspath(os.fspath(path))
         if not os.path.exists(path):
             raise NotFound(f"datastore {path} does not exist")
         if not os.path.isdir(path):
             raise DatastoreError(f"datastore {path} is not a directory")
         backend = FilesystemBackend(path)
-        return cls(path, backend, ChunkStore.open(backend, sync_level))
+        ds = cls(path, backend, ChunkStore.open(backend, sync_level))
+        if recover and backend.exists(MOVE_INTENT_DIR):
+            from chunkyard.datastore.moves.recovery import complete_interrupted_moves
+
+            complete_interrupted_moves(ds)
+        return ds
 
     # -- properties -----------------------------------------------------------------------
 
@@ -351,6 +362,54 @@ class Datastore:
                 self._backend.remove(group_file_key(ns, group, name))
         if not self._backend.rmdir(group_key(ns, group)):
             raise DatastoreError(f"{_grp(ns, group)} is not empty: it holds unknown entries")
+
+    def remove_group_notes(self, ns: BackupNamespace, group: BackupGroup) -> bool:
+        """Remove the group's notes file; False if it had none."""
+        try:
+            self._backend.remove(group_file_key(ns, group, NOTES_FILE))
+        except NotFound:
+            return False
+        return True
+
+    # -- renames for moves (the caller holds the move's locks) ----------------------------
+
+    def rename_namespace_dir(self, src: BackupNamespace, dst: BackupNamespace) -> None:
+        """One rename(2) of a namespace directory with everything below it; `dst`'s parent
+        must exist and `dst` must not (AlreadyExists)."""
+        if src.is_root or dst.is_root:
+            raise DatastoreError("the root namespace cannot be renamed")
+        self.require_namespace(dst.parent)
+        self._backend.mkdir(namespace_children_key(dst.parent), exist_ok=True)
+        self._backend.rename(namespace_key(src), namespace_key(dst), no_replace=True)
+
+    def rename_group_dir(self, src: BackupNamespace, dst: BackupNamespace,
+                         group: BackupGroup) -> None:
+        """One rename(2) of a group directory (snapshots, owner, notes) into namespace `dst`,
+        which must exist; the group must not exist there."""
+        self.require_namespace(dst)
+        self._backend.mkdir(type_key(dst, group.type), exist_ok=True)
+        self._backend.rename(group_key(src, group), group_key(dst, group), no_replace=True)
+
+    def rename_snapshot_dir(self, src: BackupNamespace, dst: BackupNamespace,
+                            snapshot: BackupDir) -> None:
+        """One rename(2) of a snapshot directory into the same group in namespace `dst`."""
+        self.require_group(dst, snapshot.group)
+        self._backend.rename(snapshot_key(src, snapshot), snapshot_key(dst, snapshot),
+                             no_replace=True)
+
+    def rename_group_notes(self, src: BackupNamespace, dst: BackupNamespace,
+                           group: BackupGroup) -> None:
+        """Move the notes file of a group to the same group in `dst` (which has none)."""
+        self._backend.rename(group_file_key(src, group, NOTES_FILE),
+                             group_file_key(dst, group, NOTES_FILE), no_replace=True)
+
+    def sync_dirs(self, keys: Iterable[str]) -> None:
+        """Make renames durable: fsync each directory, unless the sync level is none."""
+        if self.sync_level == SyncLevel.NONE:
+            return
+        for key in dict.fromkeys(keys):
+            with contextlib.suppress(NotFound):
+                self._backend.sync_dir(key)
 
     # -- snapshots ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ CHUNKS_DIR = ".chunks"
 LOCK_FILE = ".lock"
 GC_STATUS_FILE = ".gc-status"
 NAMESPACE_DIR = "ns"
+MOVE_INTENT_DIR = ".move-intents"  # chunkyard's only directory in a datastore, while a move runs
 BACKUP_TYPE_DIRS = tuple(t.value for t in BackupType)
 
 _INDEX_TMP_EXTENSIONS = {".fidx": ".tmp_fidx", ".didx": ".tmp_didx"}

@@ -62,6 +62,20 @@ X = Mode.EXCLUSIVE
 NAMESPACES_DIR = "ns"
 
 
+def _open_file_budget() -> int:
+    """How many more files this process may open, keeping 256 spare for its other work."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 64
+    return max(0, soft - in_use - 256)
+
+
 class LockManager:
     """The locks of one datastore: its lock directory and its chunk store `.lock` file.
 
@@ -286,12 +300,38 @@ class LockSession:
         key = LockKey.journal()
         return self._take([(key, X)], self._deadline(wait), key, X)
 
+    def lock_all(self, wanted: Iterable[tuple[LockKey, Mode]], *,
+                 wait: float | None = None) -> LockGuard:
+        """Take a planned set of locks in the global order (sorted by rank), each key once in
+        the strongest mode asked for: how a move takes the locks its plan needs.
+
+        A caller that planned without locks must re-check its plan once this returns and
+        retry if the plan now needs a lock it does not hold (rule 2: existence is checked
+        under the lock that guards it). Refused when the set would exhaust the process's
+        open-file limit.
+        """
+        modes: dict[LockKey, Mode] = {}
+        for k, m in wanted:
+            if modes.get(k) is not X:
+                modes[k] = m
+        if not modes:
+            raise DatastoreError("lock_all needs at least one lock")
+        ordered = sorted(modes.items(), key=lambda km: km[0].rank)
+        new = sum(1 for k, _ in ordered if k not in self._held)
+        budget = _open_file_budget()
+        if new > budget:
+            raise DatastoreError(
+                f"this operation needs {new} lock files open at once, more than the "
+                f"{budget} this process may open; raise the open-file limit (ulimit -n)")
+        return self._take(ordered, self._deadline(wait), ordered[0][0], ordered[0][1])
+
     def namespace_subtree_exclusive(
         self, ns: BackupNamespace,
         list_children: Callable[[BackupNamespace], Iterable[BackupNamespace]], *,
-        wait: float | None = None,
+        wait: float | None = None, max_depth: int | None = None,
     ) -> LockGuard:
         """NS X on `ns` and every descendant, top-down (rule 2): delete namespace.
+        With `max_depth`, only namespaces at most that many levels below `ns`.
 
         `list_children(m)` is called only after NS(m) X is held, so no child can appear
         unseen; it must return direct children of m. The walk is depth-first over sorted
@@ -302,7 +342,7 @@ class LockSession:
         taken: list[LockKey] = []
         locked: list[BackupNamespace] = []
         try:
-            self._walk_subtree(ns, list_children, deadline, taken, locked)
+            self._walk_subtree(ns, list_children, deadline, taken, locked, max_depth)
         except BaseException:
             self._unref_all(taken)
             raise
@@ -436,6 +476,7 @@ class LockSession:
         self, ns: BackupNamespace,
         list_children: Callable[[BackupNamespace], Iterable[BackupNamespace]],
         deadline: float, taken: list[LockKey], locked: list[BackupNamespace],
+        max_depth: int | None = None,
     ) -> None:
         stack = [ns]
         while stack:
@@ -444,6 +485,8 @@ class LockSession:
             self._ref(key, X, deadline)
             taken.append(key)
             locked.append(cur)
+            if max_depth is not None and cur.depth - ns.depth >= max_depth:
+                continue
             children = list(list_children(cur))
             for child in children:
                 if not isinstance(child, BackupNamespace) or child.is_root or \

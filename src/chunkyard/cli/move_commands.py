@@ -1,0 +1,135 @@
+"""`chunkyard group move` and `chunkyard namespace move` (PBS 4.1.10's client commands)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from chunkyard.cli.context import UsageError, one_line_errors
+from chunkyard.cli.options import (
+    Format,
+    GroupArg,
+    Namespace,
+    Repository,
+    Wait,
+    open_datastore,
+    parse_boolean,
+    parse_group,
+    parse_ns,
+)
+from chunkyard.cli.output import OutputFormat, emit
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+
+
+def _bool_option(name: str, help_text: str) -> Any:
+    return typer.Option(name, metavar="BOOL", help=f"{help_text} (default: true).")
+
+
+def register(group_app: typer.Typer, namespace_app: typer.Typer) -> None:
+    group_app.command("move")(one_line_errors(group_move))
+    namespace_app.command("move")(one_line_errors(namespace_move))
+
+
+def group_move(
+    group: GroupArg,
+    target_ns: Annotated[str, typer.Option(
+        "--target-ns", help="Existing namespace to move the group into (default: root).")] = "",
+    repository: Repository = None, ns: Namespace = "",
+    merge_group: Annotated[str, _bool_option(
+        "--merge-group", "Merge into an existing group of the same name")] = "true",
+    dry_run: DryRun = False, wait: Wait = 0.0, output_format: Format = OutputFormat.TEXT,
+) -> None:
+    """Move a backup group to another namespace, merging with a group already there."""
+    from chunkyard.datastore.moves import move_group
+
+    with _reporting(output_format) as progress:
+        result = move_group(open_datastore(repository), parse_ns(ns), parse_group(group),
+                            parse_ns(target_ns), merge_group=parse_boolean(merge_group),
+                            dry_run=dry_run, wait=wait, progress=progress)
+    _print(result, output_format)
+
+
+def namespace_move(
+    name: Annotated[str, typer.Argument(help="Namespace to move, e.g. a/b")],
+    target_ns: Annotated[str, typer.Option(
+        "--target-ns", help="The new full path; its parent must exist.")] = "",
+    repository: Repository = None,
+    max_depth: Annotated[int | None, typer.Option(
+        "--max-depth", min=0, max=7, help="Levels below NAME to move (default: all).")] = None,
+    delete_source: Annotated[str, _bool_option(
+        "--delete-source", "Remove the emptied source namespaces")] = "true",
+    merge_groups: Annotated[str, _bool_option(
+        "--merge-groups", "Merge groups that exist in the target too")] = "true",
+    dry_run: DryRun = False, wait: Wait = 0.0, output_format: Format = OutputFormat.TEXT,
+) -> None:
+    """Move (rename) a namespace with its groups and child namespaces."""
+    from chunkyard.datastore.moves import move_namespace
+
+    if not target_ns:
+        raise UsageError("--target-ns is required (the root namespace cannot be a target)")
+    source = parse_ns(name)
+    if source.is_root:
+        raise UsageError("the root namespace cannot be moved")
+    with _reporting(output_format) as progress:
+        result = move_namespace(open_datastore(repository), source, parse_ns(target_ns),
+                                max_depth=max_depth, delete_source=parse_boolean(delete_source),
+                                merge_groups=parse_boolean(merge_groups), dry_run=dry_run,
+                                wait=wait, progress=progress)
+    _print(result, output_format)
+
+
+@contextmanager
+def _reporting(output_format: OutputFormat) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar over the plan's steps on a terminal; a refused merge still prints
+    its plan in JSON modes, so scripts see every conflict."""
+    from chunkyard.cli.progress import StepProgress
+    from chunkyard.datastore.moves import MoveConflict
+
+    bar = StepProgress("moving") if sys.stderr.isatty() else None
+    try:
+        yield None if bar is None else bar.update
+    except MoveConflict as conflict:
+        if output_format is not OutputFormat.TEXT:
+            emit(conflict.report, output_format)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _print(result: dict[str, Any], output_format: OutputFormat) -> None:
+    for warning in result["warnings"]:
+        sys.stderr.write(f"warning: {warning}\n")
+    for line in result["references"]:
+        sys.stderr.write(f"references: {line}\n")
+    if output_format is not OutputFormat.TEXT:
+        emit(result, output_format)
+        return
+    what = (f"group {result['backup-type']}/{result['backup-id']} from "
+            f"'{result['ns'] or '<root>'}'" if result["kind"] == "group"
+            else f"namespace '{result['ns']}'")
+    target = result["target-ns"] or "<root>"
+    if not result["dry-run"]:
+        counts = "" if result["moved-groups"] is None else (
+            f", {result['moved-groups']} group(s), {result['moved-snapshots']} snapshot(s)")
+        typer.echo(f"moved {what} to '{target}' ({result['method']}{counts})")
+        return
+    typer.echo(f"dry run: would move {what} to '{target}' ({result['method']}); "
+               "nothing was changed")
+    for row in result["namespaces"]:
+        typer.echo(f"  namespace {row['ns']} -> {row['target-ns']}: {row['action']}")
+    for row in result["groups"]:
+        where = row["ns"] or "<root>"
+        snaps = f", {row['snapshots']} snapshot(s)" if "snapshots" in row else ""
+        reason = f": {row['reason']}" if row.get("reason") else ""
+        typer.echo(f"  group {row['backup-type']}/{row['backup-id']} in {where} -> "
+                   f"{row['target-ns'] or '<root>'}: {row['action']}{snaps}{reason}")
+    if result.get("busy"):
+        typer.echo(f"would fail now: {result['busy']}")
+    if result["conflicts"]:
+        typer.echo(f"would fail: {len(result['conflicts'])} conflict(s), nothing would move")
