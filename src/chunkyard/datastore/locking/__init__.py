@@ -16,8 +16,7 @@ The only way to take one is a `LockSession`:
         s.journal()                                   # JR X, 10 s
         s.namespace_create(child)                     # NS(parent) S, NS(child) X
         s.namespace_subtree_exclusive(ns, list_children)   # NS X top-down (rule 2)
-        s.namespace_move(src, dst, list_children)     # subtree X, NS(parent(dst)) S, NS(dst) X
-        s.group_move(src_ns, dst_ns, group)           # NS S both, GA X both, sorted
+        s.lock_all([(key, mode), ...])                # a planned set, sorted (moves)
         s.unlink_lock_file(key) / unlink_group_lock_files / unlink_namespace_lock_files
 
 Container locks are implicit and reused (rule 1); every call returns a guard that releases

@@ -21,7 +21,8 @@ session per operation and pass it down rather than opening nested sessions (the 
 treats the locks of all sessions that took locks in a thread as that thread's locks). Sessions
 do not survive `fork()`: a forked child cannot use them, and its copies of the lock fds are
 closed at fork. Helpers for the documented multi-lock operations: `namespace_create`,
-`namespace_subtree_exclusive` (delete namespace), `namespace_move`, `group_move`.
+`namespace_subtree_exclusive` (delete namespace) and `lock_all` (a planned set, taken in the
+global order: moves, see `chunkyard.datastore.moves`).
 
 Waiting: each call has a deadline of `wait` seconds from the call (the session's `wait` unless
 the call passes its own), shared by its implicit containers and, for a subtree walk, by every
@@ -328,10 +329,9 @@ class LockSession:
     def namespace_subtree_exclusive(
         self, ns: BackupNamespace,
         list_children: Callable[[BackupNamespace], Iterable[BackupNamespace]], *,
-        wait: float | None = None, max_depth: int | None = None,
+        wait: float | None = None,
     ) -> LockGuard:
         """NS X on `ns` and every descendant, top-down (rule 2): delete namespace.
-        With `max_depth`, only namespaces at most that many levels below `ns`.
 
         `list_children(m)` is called only after NS(m) X is held, so no child can appear
         unseen; it must return direct children of m. The walk is depth-first over sorted
@@ -342,59 +342,11 @@ class LockSession:
         taken: list[LockKey] = []
         locked: list[BackupNamespace] = []
         try:
-            self._walk_subtree(ns, list_children, deadline, taken, locked, max_depth)
+            self._walk_subtree(ns, list_children, deadline, taken, locked)
         except BaseException:
             self._unref_all(taken)
             raise
         return LockGuard(self, taken, LockKey.namespace(ns), X, locked)
-
-    def namespace_move(
-        self, source: BackupNamespace, target: BackupNamespace,
-        list_children: Callable[[BackupNamespace], Iterable[BackupNamespace]], *,
-        wait: float | None = None,
-    ) -> LockGuard:
-        """The locks to move namespace `source` to `target`: NS X on source's subtree,
-        NS(parent(target)) S and NS(target) X, taken in the global order. The guard's
-        `namespaces` lists the source subtree, top-down."""
-        if source.is_root or target.is_root:
-            raise DatastoreError("the root namespace cannot be moved or replaced")
-        if source.contains(target):
-            raise DatastoreError(
-                f"cannot move {source.display()} into itself ({target.display()})")
-        deadline = self._deadline(wait)
-        self._check_usable()
-        taken: list[LockKey] = []
-        locked: list[BackupNamespace] = []
-        steps = sorted([(LockKey.namespace(target.parent).rank, 0),
-                        (LockKey.namespace(source).rank, 1),
-                        (LockKey.namespace(target).rank, 2)])
-        try:
-            for _, step in steps:
-                if step == 1:
-                    self._walk_subtree(source, list_children, deadline, taken, locked)
-                else:
-                    k = LockKey.namespace(target.parent if step == 0 else target)
-                    self._ref(k, S if step == 0 else X, deadline)
-                    taken.append(k)
-        except BaseException:
-            self._unref_all(taken)
-            raise
-        return LockGuard(self, taken, LockKey.namespace(source), X, locked)
-
-    def group_move(
-        self, source: BackupNamespace, target: BackupNamespace, group: BackupGroup, *,
-        wait: float | None = None,
-    ) -> LockGuard:
-        """The locks to move `group` from `source` to `target`: NS S on both and GA X on
-        both, each pair sorted (the global order)."""
-        if source == target:
-            raise DatastoreError(f"group {group} is already in {source.display()}")
-        first, second = sorted([source, target])
-        key = LockKey.group_access(source, group)
-        wanted = [(LockKey.namespace(first), S), (LockKey.namespace(second), S),
-                  (LockKey.group_access(first, group), X),
-                  (LockKey.group_access(second, group), X)]
-        return self._take(wanted, self._deadline(wait), key, X)
 
     # -- removing stale lock files (rule 4) -------------------------------------------------
     def may_unlink(self, key: LockKey) -> bool:
@@ -476,7 +428,6 @@ class LockSession:
         self, ns: BackupNamespace,
         list_children: Callable[[BackupNamespace], Iterable[BackupNamespace]],
         deadline: float, taken: list[LockKey], locked: list[BackupNamespace],
-        max_depth: int | None = None,
     ) -> None:
         stack = [ns]
         while stack:
@@ -485,8 +436,6 @@ class LockSession:
             self._ref(key, X, deadline)
             taken.append(key)
             locked.append(cur)
-            if max_depth is not None and cur.depth - ns.depth >= max_depth:
-                continue
             children = list(list_children(cur))
             for child in children:
                 if not isinstance(child, BackupNamespace) or child.is_root or \
