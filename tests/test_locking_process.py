@@ -5,6 +5,7 @@ ProcessLocker and the task registry."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -127,6 +128,13 @@ def busy(manager: LockManager, method: str, *args: Any, wait: float = 0.0) -> Lo
     with manager.session(wait=wait) as s, pytest.raises(LockBusy) as info:
         getattr(s, method)(*args)
     return info.value
+
+
+def busy_in(holder: Holder, method: str, *args: Any) -> str:
+    """The LockBusy message another process got."""
+    with pytest.raises(AssertionError, match="LockBusy") as info:
+        holder.call(method, *args)
+    return str(info.value)
 
 
 def free(manager: LockManager, method: str, *args: Any, wait: float = 0.0) -> None:
@@ -276,36 +284,67 @@ def test_forked_child_does_not_keep_the_parents_lock(manager: LockManager) -> No
 
 # -- chunk store lock (ProcessLocker semantics) -----------------------------------------
 
-def test_chunk_store_exclusive_fails_while_another_process_holds_shared(
+def test_a_backup_in_another_process_does_not_block_gc_and_gc_sees_its_start(
         manager: LockManager, holder: Holder) -> None:
+    """chunkyard's CS (on purpose unlike PBS's whole-file lock): writers lock one byte that
+    encodes their start, GC locks byte 0. A backup process blocks no GC, GC no backup, and
+    GC's oldest-writer bound includes the other process's writer, to the second."""
+    before = time.time()
     index = holder.call("chunk_store", S)
-    free(manager, "chunk_store", S)
+    with manager.session("gc") as gc:
+        gc.chunk_store(X)
+        oldest = manager.oldest_shared_lock_time()
+        assert oldest is not None and int(before) <= oldest <= time.time()
+        second, other_gc = Holder(manager, "second backup"), Holder(manager, "second gc")
+        try:
+            second.call("chunk_store", S)  # a backup starting during GC is not refused
+            err = busy_in(other_gc, "chunk_store", X)
+            assert f"pid {os.getpid()} " in err  # a second GC is refused, naming the first
+        finally:
+            second.stop()
+            other_gc.stop()
+    holder.release(index)
+    assert manager.oldest_shared_lock_time() is None
+
+
+def test_only_one_gc_across_processes(manager: LockManager, holder: Holder) -> None:
+    index = holder.call("chunk_store", X)
     err = busy(manager, "chunk_store", X)
     assert str(err).startswith("chunk store lock ")
-    assert f"pid {holder.pid} (holder-proc, shared" in str(err)
+    assert f"pid {holder.pid} (holder-proc, exclusive" in str(err)
+    free(manager, "chunk_store", S)
     holder.release(index)
     free(manager, "chunk_store", X)
 
 
-def test_chunk_store_exclusive_in_the_process_that_holds_shared(
-        manager: LockManager, holder: Holder) -> None:
-    backup = manager.session("backup")
-    backup.chunk_store(S)
-    gc = manager.session("gc")
+def _pbs_style_lock(path: str, mode: int, ready: Any, done: Any) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.lockf(fd, mode)  # whole file, as PBS's ProcessLocker
+    ready.set()
+    done.wait(30)
+
+
+@pytest.mark.parametrize(("pbs_mode", "we_may"), [("shared", {S}), ("exclusive", set())])
+def test_pbs_whole_file_locks_still_exclude_us(manager: LockManager, pbs_mode: str,
+                                               we_may: set[Mode]) -> None:
+    """A PBS daemon on the same datastore: its backups (whole-file read lock) stop our GC,
+    its GC (whole-file write lock) stops our backups and GC."""
+    assert manager.chunk_store_lock_path is not None
+    ready, done = CTX.Event(), CTX.Event()
+    mode = fcntl.LOCK_SH if pbs_mode == "shared" else fcntl.LOCK_EX
+    proc = CTX.Process(target=_pbs_style_lock, daemon=True,
+                       args=(manager.chunk_store_lock_path, mode, ready, done))
+    proc.start()
     try:
-        gc_guard = in_thread(lambda: gc.chunk_store(X))  # another thread, as in a daemon
-        with pytest.raises(AssertionError, match="LockBusy"):
-            holder.call("chunk_store", S)
-        gc_guard.release()  # converts back to shared: the backup still holds it
-        with pytest.raises(AssertionError, match="LockBusy"):
-            holder.call("chunk_store", X)
-        holder.call("chunk_store", S)
-        backup.close()
-        with pytest.raises(LockBusy):
-            in_thread(lambda: gc.chunk_store(X))
+        assert ready.wait(10)
+        for ours in (S, X):
+            if ours in we_may:
+                free(manager, "chunk_store", ours)
+            else:
+                busy(manager, "chunk_store", ours)
     finally:
-        backup.close()
-        gc.close()
+        done.set()
+        proc.join(10)
 
 
 def test_oldest_shared_lock_time(manager: LockManager) -> None:

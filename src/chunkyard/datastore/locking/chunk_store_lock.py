@@ -1,6 +1,19 @@
-"""The chunk store lock CS: PBS's ProcessLocker on `<base>/.lock` (spec §7.4).
+"""The chunk store lock CS: PBS's ProcessLocker on `<base>/.lock` (spec §7.4), made to work
+across processes.
 
-A POSIX record lock (`fcntl.lockf`, i.e. `F_SETLK` on the whole file), always non-blocking.
+POSIX record locks (`fcntl.lockf`, i.e. `F_SETLK`), always non-blocking. PBS locks the whole
+file: writers shared, GC exclusive, which is right for one daemon that runs every backup and
+GC in-process, but here backups are separate processes and would block GC (and GC them). So
+chunkyard locks byte ranges instead, on purpose:
+
+- GC (X) locks byte 0: one GC per datastore, across processes;
+- a writer process (S) locks the one byte at `WRITER_BASE + <start second>` of its oldest live
+  shared guard, so the lock itself tells any other process when the oldest writer started:
+  `oldest_shared_lock_time` reads every process's writer bytes from `/proc/locks`. A running
+  backup therefore blocks no GC, and GC's sweep still spares everything written since it began;
+- PBS's own whole-file locks conflict with both ranges, so a PBS daemon on the same datastore
+  still makes chunkyard's GC and backups fail instead of racing them.
+
 Record locks belong to the process, not to a file descriptor, so:
 
 - one `ProcessLocker` (one fd) exists per process and lock file, shared by all sessions and
@@ -8,10 +21,8 @@ Record locks belong to the process, not to a file descriptor, so:
   that a session costs two `fcntl` calls. Never open and close `<base>/.lock` elsewhere in a
   process that may hold CS: closing *any* fd of the file drops all of the process's record
   locks;
-- shared guards are reference-counted: the first takes `F_RDLCK`, the last drops it;
-- exclusive succeeds while this same process holds shared guards (it only fails if another
-  process holds the file), and when it is dropped the lock converts back to `F_RDLCK` if
-  shared guards remain;
+- shared guards are reference-counted: the first takes its writer byte, the last drops it,
+  and when the oldest guard goes the byte moves to the next oldest one's second;
 - every shared guard records its creation time; `oldest_shared_lock_time()` is GC's
   `oldest_writer` bound.
 """
@@ -25,11 +36,13 @@ import os
 import threading
 import time
 
-from chunkyard.datastore.locking.holders import LockBusy, find_holders
+from chunkyard.datastore.locking.holders import LockBusy, find_holders, locks_on
 from chunkyard.datastore.locking.keys import Mode
 from chunkyard.errors import DatastoreError
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+GC_BYTE = 0
+WRITER_BASE = 1 << 32  # writer bytes lie above every byte PBS's or our GC lock names
 
 
 class ProcessLocker:
@@ -52,34 +65,43 @@ class ProcessLocker:
                         find_holders(st.st_dev, st.st_ino, lock_dir), 0.0)
 
     def try_shared(self, lock_dir: str | None) -> int:
-        if not self.shared and not self.exclusive:
+        now = time.time()
+        if not self.shared:
             try:
-                fcntl.lockf(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.lockf(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, _writer_byte(now))
             except OSError:
                 raise self._busy(Mode.SHARED, lock_dir) from None
         gid = next(self._ids)
-        self.shared[gid] = time.time()
+        self.shared[gid] = now
         return gid
 
     def try_exclusive(self, lock_dir: str | None) -> None:
         if not self.exclusive:
             try:
-                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, GC_BYTE)
             except OSError:
                 raise self._busy(Mode.EXCLUSIVE, lock_dir) from None
         self.exclusive += 1
 
     def drop_shared(self, gid: int) -> None:
-        if self.shared.pop(gid, None) is not None and not self.shared and not self.exclusive:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        started = self.shared.pop(gid, None)
+        if started is None:
+            return
+        old = _writer_byte(min([started, *self.shared.values()]))
+        if not self.shared:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, old)
+            return
+        new = _writer_byte(min(self.shared.values()))
+        if new != old:  # the oldest guard went: move the byte (lock the new one first)
+            fcntl.lockf(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, new)
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, old)
 
     def drop_exclusive(self) -> None:
         if not self.exclusive:
             return
         self.exclusive -= 1
         if not self.exclusive:
-            # Downgrading our own write lock to a read lock never conflicts.
-            fcntl.lockf(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_UN)
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, GC_BYTE)
 
     @property
     def idle(self) -> bool:
@@ -198,9 +220,23 @@ class CsGuard:
             mutex.release()
 
 
-def oldest_shared_lock_time(path: str) -> float | None:
-    """GC's `oldest_writer` bound: creation time (Unix seconds) of the oldest live shared CS
-    guard of this process on `path`; None if there is none."""
+def _writer_byte(started: float) -> int:
+    return WRITER_BASE + max(0, int(started))
+
+
+def oldest_shared_lock_time(path: str, proc_locks: str | None = None) -> float | None:
+    """GC's `oldest_writer` bound: the creation time (Unix seconds) of the oldest live shared
+    CS guard on `path` of any process (others' to the second, from their writer bytes in
+    `/proc/locks`; `proc_locks` replaces it in tests); None if there is none."""
     with _MUTEX:
         locker = _locker(path, create=False)
-        return min(locker.shared.values(), default=None) if locker else None
+        own = min(locker.shared.values(), default=None) if locker else None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return own
+    me = os.getpid()
+    others = [float(ln.start - WRITER_BASE) for ln in locks_on(st.st_dev, st.st_ino, proc_locks)
+              if ln.kind == "POSIX" and ln.pid != me and ln.mode is Mode.SHARED
+              and ln.start >= WRITER_BASE]
+    return min([t for t in (own, *others) if t is not None], default=None)

@@ -92,6 +92,8 @@ class LockLine:
     major: int
     minor: int
     inode: int
+    start: int = 0
+    end: int | None = None  # None: to the end of the file (EOF)
 
 
 def parse_proc_locks(text: str) -> list[LockLine]:
@@ -110,17 +112,16 @@ def parse_proc_locks(text: str) -> list[LockLine]:
                 major=int(maj, 16),
                 minor=int(minor, 16),
                 inode=int(ino),
+                start=int(tok[6]) if len(tok) > 6 else 0,
+                end=None if len(tok) < 8 or tok[7] == "EOF" else int(tok[7]),
             ))
         except ValueError:
             continue
     return out
 
 
-def find_holders(st_dev: int, st_ino: int, lock_dir: str | None,
-                 proc_locks: str | None = None) -> list[Holder]:
-    """Every process holding a lock on the inode, with program and registered tasks.
-
-    `proc_locks` replaces the contents of `/proc/locks` (for tests)."""
+def locks_on(st_dev: int, st_ino: int, proc_locks: str | None = None) -> list[LockLine]:
+    """Every lock held on the inode, from `/proc/locks` (`proc_locks` replaces it in tests)."""
     if proc_locks is None:
         try:
             with open("/proc/locks") as f:
@@ -131,10 +132,17 @@ def find_holders(st_dev: int, st_ino: int, lock_dir: str | None,
     same_inode = [ln for ln in lines if ln.inode == st_ino]
     major, minor = os.major(st_dev), os.minor(st_dev)
     exact = [ln for ln in same_inode if (ln.major, ln.minor) == (major, minor)]
-    chosen = exact or same_inode
+    return exact or same_inode
+
+
+def find_holders(st_dev: int, st_ino: int, lock_dir: str | None,
+                 proc_locks: str | None = None) -> list[Holder]:
+    """Every process holding a lock on the inode, with program and registered tasks.
+
+    `proc_locks` replaces the contents of `/proc/locks` (for tests)."""
     holders: list[Holder] = []
     seen: set[tuple[int, Mode]] = set()
-    for ln in chosen:
+    for ln in locks_on(st_dev, st_ino, proc_locks):
         if ln.pid <= 0 or (ln.pid, ln.mode) in seen:  # OFD locks show pid -1
             continue
         seen.add((ln.pid, ln.mode))
