@@ -27,6 +27,10 @@ KNOWN_POINTS = (
     "move.synced",           # every step done and synced
     "move.references",       # references rewritten
     "move.cleaned",          # stale lock files unlinked; the intent log is still there
+    "gc.listed",             # GC walked the tree for index files; nothing marked yet
+    "gc.group-listed",       # GC listed a group's snapshots (@n: the n-th group)
+    "gc.marked",             # phase 1 done, journal drained; the sweep is next
+    "gc.remove-candidate",   # the sweep judged a chunk unused (@n: the n-th), not yet removed
 )
 
 

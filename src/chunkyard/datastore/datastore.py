@@ -60,6 +60,7 @@ from chunkyard.names.backup import parse_backup_time_dir
 from chunkyard.names.patterns import BACKUP_FILE_RE, BACKUP_ID_RE, BACKUP_TIME_RE
 
 ZERO_CHUNK_SIZE = 4 * 1024 * 1024
+INDEX_SUFFIXES = (".fidx", ".didx")
 BASE_DIR_MODE = 0o755
 LOST_AND_FOUND = "lost+found"
 
@@ -508,6 +509,36 @@ class Datastore:
         else:
             with contextlib.suppress(NotFound):
                 self._backend.remove(key)
+
+    # -- index files anywhere -------------------------------------------------------------
+
+    def find_index_files(self, key: str = "") -> list[str] | None:
+        """Every `.fidx`/`.didx` file at or below `key` (the whole datastore by default), as
+        PBS's GC walk finds them: no symlinks followed, every name starting with a dot skipped
+        (`.chunks`, `.move-intents`, ...), vanished entries ignored. None if `key` is absent."""
+        try:
+            top = self._backend.stat(key) if key else None
+        except NotFound:
+            return None
+        if top is not None and top.kind != EntryKind.DIR:
+            return [key] if top.kind == EntryKind.FILE and key.endswith(INDEX_SUFFIXES) else []
+        out: list[str] = []
+        stack = [key]
+        while stack:
+            cur = stack.pop()
+            try:
+                entries = self._backend.list_dir(cur)
+            except NotFound:
+                continue
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                child = f"{cur}/{e.name}" if cur else e.name
+                if e.kind == EntryKind.DIR:
+                    stack.append(child)
+                elif e.kind == EntryKind.FILE and e.name.endswith(INDEX_SUFFIXES):
+                    out.append(child)
+        return sorted(out)
 
     # -- files in a snapshot --------------------------------------------------------------
 

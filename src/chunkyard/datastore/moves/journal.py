@@ -18,13 +18,12 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from chunkyard.datastore.backend import EntryKind, validate_key
+from chunkyard.datastore.backend import validate_key
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.locking import LockSession
-from chunkyard.errors import ChunkyardError, InvalidName, NotFound
+from chunkyard.errors import ChunkyardError, InvalidName
 
 JOURNAL_DATA_FILE = "move-journal"
-INDEX_SUFFIXES = (".fidx", ".didx")
 
 
 def journal_path(ds: Datastore) -> str:
@@ -84,7 +83,7 @@ def drain(ds: Datastore, session: LockSession, mark: Callable[[str], None]) -> D
                 result.invalid += 1
                 continue
             result.paths += 1
-            found = _indexes_under(ds, key)
+            found = ds.find_index_files(key)
             if found is None:
                 result.ghosts += 1
                 continue
@@ -99,31 +98,3 @@ def drain(ds: Datastore, session: LockSession, mark: Callable[[str], None]) -> D
                 os.truncate(journal_path(ds), 0)
             result.truncated = True
     return result
-
-
-def _indexes_under(ds: Datastore, key: str) -> list[str] | None:
-    """Every `.fidx`/`.didx` file at or below `key`, or None if `key` does not exist."""
-    backend = ds.backend
-    try:
-        top = backend.stat(key) if key else None
-    except NotFound:
-        return None
-    if top is not None and top.kind == EntryKind.FILE:
-        return [key] if key.endswith(INDEX_SUFFIXES) else []
-    out: list[str] = []
-    stack = [key]
-    while stack:
-        cur = stack.pop()
-        try:
-            listing = backend.list_dir(cur)
-        except NotFound:
-            continue
-        for e in listing:
-            if cur == "" and e.name.startswith("."):
-                continue  # .chunks and friends: never indexes
-            child = f"{cur}/{e.name}" if cur else e.name
-            if e.kind == EntryKind.DIR:
-                stack.append(child)
-            elif e.kind == EntryKind.FILE and e.name.endswith(INDEX_SUFFIXES):
-                out.append(child)
-    return sorted(out)
