@@ -156,6 +156,24 @@ class ChunkStore:
         except NotFound:
             raise NotFound(f"chunk {digest.hex()} is missing from the chunk store") from None
 
+    def rename_corrupt(self, digest: bytes) -> str | None:
+        """Rename a corrupt chunk to `<digest>.<N>.bad` (§8.5), N the first unused of 0..9
+        (all taken: `.9.bad` is replaced), under this chunk's in-process lock as PBS holds the
+        chunk-store mutex. Returns the new key, or None if the chunk file is already gone.
+        A later backup can then store the chunk anew; GC keeps the `.bad` files alive only
+        while the chunk is missing and referenced."""
+        key = chunk_key(digest)
+        with self.chunk_lock(digest):
+            n = 0
+            while n < 9 and self._backend.exists(f"{key}.{n}.bad"):
+                n += 1
+            bad = f"{key}.{n}.bad"
+            try:
+                self._backend.rename(key, bad)
+            except NotFound:
+                return None
+        return bad
+
     # -- writing --------------------------------------------------------------------------
 
     def insert(self, digest: bytes, encoded: bytes) -> tuple[bool, int]:

@@ -12,6 +12,7 @@ from chunkyard.names.backup import (
     validate_backup_id,
 )
 from chunkyard.names.namespace import MAX_NAMESPACE_DEPTH, MAX_NAMESPACE_LENGTH, BackupNamespace
+from chunkyard.names.upid import Upid
 
 __all__ = [
     "MAX_NAMESPACE_DEPTH",
@@ -21,6 +22,7 @@ __all__ = [
     "BackupGroup",
     "BackupNamespace",
     "BackupType",
+    "Upid",
     "archive_kind",
     "epoch_to_rfc3339",
     "parse_rfc3339",

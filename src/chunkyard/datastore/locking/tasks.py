@@ -10,10 +10,16 @@ pid is gone or whose start time differs (a reused pid), so a crash leaves nothin
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import re
+import socket
 import threading
+import time
 from dataclasses import dataclass
+
+from chunkyard.names.upid import NODE_RE, Upid
 
 TASKS_DIR = "tasks"
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -136,3 +142,27 @@ def read_tasks(lock_dir: str, pid: int) -> list[TaskInfo]:
             out.append(TaskInfo(op if isinstance(op, str) else None,
                                 tid if isinstance(tid, str) else None))
     return out
+
+
+# -- task ids (UPIDs) of the tasks this process runs ------------------------------------------
+
+_TASK_COUNTER = itertools.count()
+_TASK_COUNTER_LOCK = threading.Lock()
+
+
+def node_name() -> str:
+    """The short host name, as PBS's `nodename()`, made to fit the UPID node rule."""
+    name = socket.gethostname().split(".", 1)[0]
+    if not NODE_RE.match(name):
+        name = re.sub(r"[^a-zA-Z0-9\-]", "-", name).strip("-") or "localhost"
+    return name
+
+
+def new_task_upid(worker_type: str, worker_id: str | None, authid: str) -> Upid:
+    """A UPID for a task this process starts now (node, pid, process start, a counter)."""
+    with _TASK_COUNTER_LOCK:
+        task_id = next(_TASK_COUNTER)
+    return Upid(node=node_name(), pid=os.getpid(),
+                pstart=process_start_time(os.getpid()) or 0, task_id=task_id,
+                starttime=int(time.time()), worker_type=worker_type,
+                worker_id=worker_id or None, authid=authid)
