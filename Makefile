@@ -18,9 +18,10 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/chunkyard demo --path ./chunkyard-data
 
-## The whole test suite (installs Debian's spin for the model check when missing), after lint.
+## The whole test suite (installs Debian's spin, and FUSE for GC's atime test, when missing),
+## after lint.
 test: $(STAMP) lint
-	@command -v spin >/dev/null 2>&1 || bash scripts/install-debian-packages.sh spin
+	@bash scripts/install-debian-packages.sh spin fuse libfuse2
 	$(PY) -m pytest -n 2 -q
 
 lint: $(STAMP)
@@ -31,6 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	bash scripts/install-debian-packages.sh restic borgbackup
 	$(PY) bench/run.py
+	$(PY) bench/bench_moves.py
 
 ## The long stress run of real processes.
 stress: $(STAMP)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from chunkyard.cli import move_commands
+from chunkyard.cli import gc_commands, move_commands, prune_commands, verify_commands
 from chunkyard.cli.context import (
     UsageError,
     key_password,
@@ -49,6 +49,9 @@ app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(group_app, name="group")
 app.add_typer(key_app, name="key")
 move_commands.register(group_app, namespace_app)
+verify_commands.register(app)
+prune_commands.register(app)
+gc_commands.register(app)
 
 # -- datastore ------------------------------------------------------------------------------
 @datastore_app.command("create")

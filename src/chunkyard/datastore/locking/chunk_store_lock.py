@@ -174,6 +174,15 @@ def _park_if_idle(locker: ProcessLocker) -> None:
         os.close(old.fd)
 
 
+def close_idle() -> None:
+    """Close the parked fds of idle lockers (e.g. before the datastore's filesystem is
+    unmounted); lockers in use stay open."""
+    with _MUTEX:
+        for key in list(_IDLE):
+            del _IDLE[key]
+            os.close(_LOCKERS.pop(key).fd)
+
+
 def acquire(path: str, mode: Mode, lock_dir: str | None = None) -> CsGuard:
     """Take a CS guard on `path` without waiting; LockBusy names the other process."""
     with _MUTEX:

@@ -235,8 +235,6 @@ class Marker:
 
     def _mark_group(self, ns: BackupNamespace, group: BackupGroup) -> None:
         for attempt in range(GROUP_RETRIES + 1):
-            if attempt == 0:
-                fault_point("gc.group-listed")
             guard = None
             if attempt == GROUP_RETRIES:  # the last try under GA S, as PBS's group lock
                 try:
@@ -248,6 +246,8 @@ class Marker:
                     snaps = list(reversed(self.ds.list_snapshots(ns, group)))  # newest first
                 except NotFound:
                     return
+                if attempt == 0:
+                    fault_point("gc.group-listed")
                 restart = False
                 for i, info in enumerate(snaps):
                     prefix = snapshot_key(ns, info.dir)
