@@ -29,16 +29,17 @@ from __future__ import annotations
 from typing import Any
 
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking import LockBusy, LockSession
+from chunkyard.datastore.locking import LockBusy, LockKey, LockSession, Mode
 from chunkyard.datastore.moves.executor import Progress, execute
 from chunkyard.datastore.moves.plan import MovePlan
 from chunkyard.datastore.moves.planner import (
+    check_namespace_move,
     group_move_locks,
     plan_group_move,
     plan_namespace_move,
 )
 from chunkyard.datastore.moves.references import register_reference_hook
-from chunkyard.errors import DatastoreError
+from chunkyard.errors import DatastoreError, NotFound
 from chunkyard.faults import fault_point
 from chunkyard.names import BackupGroup, BackupNamespace
 
@@ -87,19 +88,32 @@ def move_namespace(ds: Datastore, source: BackupNamespace, target: BackupNamespa
                                    count=dry_run)
 
     operation = f"move namespace '{source}' to '{target}'"
+    check_namespace_move(source, target, max_depth)
+    # First lock what makes "missing" authoritative (the source and the target's parent);
+    # then lock what the plan made under them needs, re-planning until the plan needs no
+    # lock we lack: what it reads without a lock may change, what it reads under one not.
+    wanted = [(LockKey.namespace(source), Mode.EXCLUSIVE),
+              (LockKey.namespace(target.parent), Mode.SHARED)]
     with ds.locks.session(operation, wait=wait, task_id=task_id) as session:
-        plan = plan_now()  # unlocked: which locks the move needs (and fast failure)
-        for _ in range(LOCK_ATTEMPTS):
+        for attempt in range(LOCK_ATTEMPTS):
             try:
-                guard = session.lock_all(plan.locks)
+                guard = session.lock_all(wanted)
             except LockBusy as busy:
                 if not dry_run:
                     raise
-                return plan.report(dry_run=True, busy=str(busy))
-            plan = plan_now()  # authoritative: nothing it looked at can change now
+                return plan_now().report(dry_run=True, busy=str(busy))
+            try:
+                plan = plan_now()
+            except NotFound:
+                if attempt == LOCK_ATTEMPTS - 1 or not ds.namespace_exists(source) or \
+                        not ds.namespace_exists(target.parent):
+                    raise
+                guard.release()  # something vanished where we held no lock yet
+                continue
             if all(session.holds(key, mode) for key, mode in plan.locks):
                 return _run(ds, session, plan, dry_run, progress)
-            guard.release()  # the tree changed before we held it: lock what it is now
+            guard.release()
+            wanted = plan.locks
         raise DatastoreError(f"the namespace tree below '{source}' kept changing while the "
                              "move was locking it; try again")
 

@@ -42,15 +42,24 @@ Progress = Callable[[int, int], None]
 
 
 def execute(ds: Datastore, session: LockSession, plan: MovePlan, *,
-            progress: Progress | None = None, intent: str | None = None) -> None:
-    """Carry out `plan` (no conflicts) under the session's locks. `intent` names an
-    existing intent log to finish (recovery); otherwise one is written first."""
+            progress: Progress | None = None, intent: intents.Intent | None = None) -> None:
+    """Carry out `plan` (no conflicts) under the session's locks. `intent` is a claimed
+    intent log to finish (recovery); otherwise one is written first. The intent is released
+    however this ends: if it ends early, the file stays for recovery."""
     if plan.conflicts:
         raise AssertionError("a plan with conflicts must not run")
     journal.append(ds, session, destinations(plan))
     fault_point("move.journaled")
     if intent is None:
         intent = intents.write(ds, plan)
+    try:
+        _run_steps(ds, session, plan, progress, intent)
+    finally:
+        intents.release(intent)
+
+
+def _run_steps(ds: Datastore, session: LockSession, plan: MovePlan,
+               progress: Progress | None, intent: intents.Intent) -> None:
     fault_point("move.intent-written")
     total = len(plan.steps)
     for done, step in enumerate(plan.steps, 1):
