@@ -9,7 +9,7 @@ from __future__ import annotations
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.locking import MANIFEST_WAIT, LockBusy, LockKey, LockSession, Mode
 from chunkyard.errors import DatastoreError
-from chunkyard.names import BackupDir, BackupNamespace
+from chunkyard.names import BackupDir, BackupGroup, BackupNamespace
 
 
 def forget_snapshot(ds: Datastore, ns: BackupNamespace, snap: BackupDir, *,
@@ -17,29 +17,31 @@ def forget_snapshot(ds: Datastore, ns: BackupNamespace, snap: BackupDir, *,
     """Delete a snapshot (refused while protected or in use); an emptied group goes too."""
     with ds.locks.session(f"forget {snap}", wait=wait) as session:
         destroy_snapshot_locked(ds, session, ns, snap)
-    _remove_group_if_empty(ds, ns, snap)
+    remove_group_if_empty(ds, ns, snap.group)
 
 
 def destroy_snapshot_locked(ds: Datastore, session: LockSession, ns: BackupNamespace,
                             snap: BackupDir) -> None:
-    session.snapshot(ns, snap, Mode.EXCLUSIVE)
-    ds.require_snapshot(ns, snap)
-    session.manifest(ns, snap)
-    if ds.is_protected(ns, snap):
-        raise DatastoreError(f"snapshot {snap} is protected")
-    ds.remove_snapshot_dir(ns, snap)
-    session.unlink_lock_file(LockKey.manifest(ns, snap))
-    session.unlink_lock_file(LockKey.snapshot(ns, snap))
+    """Remove an unprotected snapshot under SN X and MF X (as PBS's destroy), taken in
+    `session` with its wait and released afterwards, so one session can remove many."""
+    with session.snapshot(ns, snap, Mode.EXCLUSIVE):
+        ds.require_snapshot(ns, snap)
+        with session.manifest(ns, snap):
+            if ds.is_protected(ns, snap):
+                raise DatastoreError(f"snapshot {snap} is protected")
+            ds.remove_snapshot_dir(ns, snap)
+            session.unlink_lock_file(LockKey.manifest(ns, snap))
+            session.unlink_lock_file(LockKey.snapshot(ns, snap))
 
 
-def _remove_group_if_empty(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> None:
+def remove_group_if_empty(ds: Datastore, ns: BackupNamespace, group: BackupGroup) -> None:
     """PBS (new locking) removes a group whose last snapshot went, if its lock is free."""
     try:
-        with ds.locks.session(f"clean up {snap.group}", wait=0.0) as session:
-            session.group(ns, snap.group, Mode.EXCLUSIVE)
-            if ds.group_exists(ns, snap.group) and not ds.list_snapshots(ns, snap.group):
-                ds.remove_group_dir(ns, snap.group)
-                session.unlink_group_lock_files(ns, snap.group)
+        with ds.locks.session(f"clean up {group}", wait=0.0) as session:
+            session.group(ns, group, Mode.EXCLUSIVE)
+            if ds.group_exists(ns, group) and not ds.list_snapshots(ns, group):
+                ds.remove_group_dir(ns, group)
+                session.unlink_group_lock_files(ns, group)
     except LockBusy:
         pass
 

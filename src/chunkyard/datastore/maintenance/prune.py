@@ -5,14 +5,14 @@ Locks (locking.md, "Who takes what"; nothing ever waits, rule 5):
 - deciding: NS S, GA S on the group while it is listed, so a move or delete of the group
   (GA X) cannot run under the listing; a busy group fails `prune_group` and is skipped and
   reported by `prune_datastore`;
-- removing: one session per snapshot, NS S, GA S, SN X, then MF X as PBS's destroy
-  (`snapshots.destroy_snapshot_locked`, the one way to remove a snapshot). SN is never
-  waited for: a snapshot a backup uses as its base (SN S), one being written (SN X), read,
-  verified or moved is skipped, and its row says why (`skipped`). PBS logs a failed destroy
-  as a warning and goes on; so does this. A session per removal keeps the number of open
-  lock files constant however many snapshots go;
+- removing: in the same session (GA S held from listing to the last removal), SN X then MF
+  X per snapshot as PBS's destroy (`snapshots.destroy_snapshot_locked`, the one way to
+  remove a snapshot, which releases both before the next). SN is never waited for: a
+  snapshot a backup uses as its base (SN S), one being written (SN X), read or verified is
+  skipped, and its row says why (`skipped`). PBS logs a failed destroy as a warning and goes
+  on; so does this;
 - afterwards, as PBS's destroy, a group left without snapshots is removed if its GA X lock
-  is free (`snapshots._remove_group_if_empty`).
+  is free (`snapshots.remove_group_if_empty`).
 
 The result has PBS's prune rows (`backup-type`, `backup-id`, `backup-time`, `keep`,
 `protected`, and `ns` outside the root), oldest first within each group; a row whose removal
@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking import LockBusy, Mode
+from chunkyard.datastore.locking import LockBusy, LockSession, Mode
 from chunkyard.datastore.maintenance.prune_rules import (
     KeepOptions,
     PruneDecision,
     PruneMark,
     select,
 )
-from chunkyard.datastore.snapshots import _remove_group_if_empty, destroy_snapshot_locked
+from chunkyard.datastore.snapshots import destroy_snapshot_locked, remove_group_if_empty
 from chunkyard.errors import ChunkyardError, DatastoreError, NotFound
 from chunkyard.names import BackupDir, BackupGroup, BackupNamespace
 from chunkyard.names.namespace import MAX_NAMESPACE_DEPTH
@@ -151,31 +151,31 @@ def _new_report(options: KeepOptions, dry_run: bool) -> PruneReport:
 
 def _prune_one(ds: Datastore, ns: BackupNamespace, group: BackupGroup,
                report: PruneReport) -> None:
+    removed_any = False
     with ds.locks.session(f"prune {group}", wait=0.0) as session:
         session.group(ns, group, Mode.SHARED)
         ds.require_group(ns, group)
         decisions = select(ds.list_snapshots(ns, group), report.options)
-    report.groups += 1
-    last_removed: BackupDir | None = None
-    for decision in decisions:
-        skipped = None
-        if not decision.keep and not report.dry_run:
-            skipped = _remove(ds, ns, decision.info.dir)
-            if skipped is None:
-                last_removed = decision.info.dir
-            else:
-                report.warnings.append(
-                    f"could not remove {decision.info.dir} in '{ns.display()}': {skipped}")
-        report.rows.append(PruneRow(ns, decision, skipped))
-    if last_removed is not None:
-        _remove_group_if_empty(ds, ns, last_removed)
+        report.groups += 1
+        for decision in decisions:
+            skipped = None
+            if not decision.keep and not report.dry_run:
+                skipped = _remove(ds, session, ns, decision.info.dir)
+                if skipped is None:
+                    removed_any = True
+                else:
+                    report.warnings.append(
+                        f"could not remove {decision.info.dir} in '{ns.display()}': {skipped}")
+            report.rows.append(PruneRow(ns, decision, skipped))
+    if removed_any:
+        remove_group_if_empty(ds, ns, group)
 
 
-def _remove(ds: Datastore, ns: BackupNamespace, snap: BackupDir) -> str | None:
+def _remove(ds: Datastore, session: LockSession, ns: BackupNamespace,
+            snap: BackupDir) -> str | None:
     """Remove one snapshot without waiting for it; None when done, else why not."""
     try:
-        with ds.locks.session(f"prune {snap}", wait=0.0) as session:
-            destroy_snapshot_locked(ds, session, ns, snap)
+        destroy_snapshot_locked(ds, session, ns, snap)
     except LockBusy as e:
         return str(e)
     except (NotFound, DatastoreError) as e:  # gone or protected since it was listed
