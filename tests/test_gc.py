@@ -281,9 +281,12 @@ def test_backup_deduplicating_a_chunk_the_sweep_is_about_to_remove(ds: Datastore
     gone = backup(ds, src, "", HOST, T0)
     forget_snapshot(ds, ROOT, gone)
     age_chunks(ds, 2 * DAY)
+    fresh = make_src(tmp_path / "fresh", 21)
     with frozen_gc(ds, "gc.remove-candidate@1") as gc:
         again = backup(ds, src, "", VM, T0 + 60)  # same data, so the same chunks
+        new = backup(ds, fresh, "", HOST, T0 + 60)  # new chunks, written during the sweep
     assert restores(ds, "", again, src, tmp_path)
+    assert restores(ds, "", new, fresh, tmp_path)
     assert no_missing_chunks(ds)
     assert gc.status.removed_chunks == 0  # type: ignore[attr-defined]
     assert not list((Path(ds.path) / ".chunks").rglob("*.sweep"))
