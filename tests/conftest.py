@@ -7,8 +7,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from chunkyard.datastore.datastore import Datastore
 
 os.environ["CHUNKYARD_LOCKDEP"] = "1"
 _RUN_DIR = tempfile.mkdtemp(prefix="chunkyard-tests-")
@@ -43,3 +47,11 @@ def fast_dir(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture(autouse=True)
 def _client_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHUNKYARD_CACHE_DIR", str(tmp_path / "client-cache"))
+
+
+@pytest.fixture
+def ds(tmp_path: Path) -> Datastore:
+    """A fresh datastore without the 65,536 prefix directories (fast; see ChunkStore)."""
+    from chunkyard.datastore.datastore import Datastore  # after CHUNKYARD_LOCKDEP is set
+
+    return Datastore.create(str(tmp_path / "store"), sparse=True)

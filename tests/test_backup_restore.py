@@ -29,11 +29,6 @@ def backup(ds: Datastore, specs: list[str], when: int, **kw: object):  # type: i
     return run_backup(ds, req)
 
 
-@pytest.fixture
-def ds(tmp_path: Path) -> Datastore:
-    return Datastore.create(str(tmp_path / "store"), sparse=True)
-
-
 def test_tree_round_trip_is_exact(ds: Datastore, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(src)

@@ -47,11 +47,6 @@ PBS_STATUS_KEYS = {"upid", "index-file-count", "index-data-bytes", "disk-bytes",
                    "removed-bad", "still-bad", "cache-stats"}
 
 
-@pytest.fixture
-def ds(tmp_path: Path) -> Datastore:
-    return Datastore.create(str(tmp_path / "store"), sparse=True)
-
-
 def make_src(path: Path, seed: int, size: int = 600_000) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "data.bin").write_bytes(random.Random(seed).randbytes(size))

@@ -48,11 +48,6 @@ VM_1 = BackupGroup.parse("vm/1")
 
 
 @pytest.fixture
-def ds(tmp_path: Path) -> Datastore:
-    return Datastore.create(str(tmp_path / "store"), sparse=True)
-
-
-@pytest.fixture
 def src(tmp_path: Path) -> Path:
     d = tmp_path / "src"
     d.mkdir()

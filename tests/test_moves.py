@@ -58,11 +58,6 @@ CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "chunkyard.
 
 
 @pytest.fixture
-def ds(tmp_path: Path) -> Datastore:
-    return Datastore.create(str(tmp_path / "store"), sparse=True)
-
-
-@pytest.fixture
 def src(tmp_path: Path) -> Path:
     d = tmp_path / "src"
     d.mkdir()

@@ -380,11 +380,6 @@ def test_matches_the_spec_transcription(zone: str, listing: list[tuple[int, bool
 
 # -- 3. on a real datastore ------------------------------------------------------------------
 
-@pytest.fixture
-def ds(tmp_path: Path) -> Datastore:
-    return Datastore.create(str(tmp_path / "store"), sparse=True)
-
-
 def make_snapshots(ds: Datastore, namespace: str, group: BackupGroup,
                    specs: list[tuple[int, bool, bool]]) -> list[BackupDir]:
     """Snapshot directories with manifests (finished) or without, written directly."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -36,7 +37,8 @@ from chunkyard.formats.crypt import CryptConfig
 from chunkyard.formats.keyfile import create_key_file
 from chunkyard.formats.manifest import BackupManifest, CryptMode, FileInfo
 from chunkyard.names import BackupDir, BackupGroup, BackupNamespace, Upid
-from chunkyard.names.upid import escape_worker_id, unescape_worker_id
+from chunkyard.names.systemd import escape_unit as escape_worker_id
+from chunkyard.names.systemd import unescape_unit as unescape_worker_id
 from tests.store_helpers import OWNER, ROOT, T0, S, X, holding, make_namespaces, ns
 
 HOST_X = BackupGroup.parse("host/x")
@@ -48,16 +50,11 @@ CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "chunkyard.
 
 
 @pytest.fixture
-def ds(tmp_path: Path) -> Datastore:
-    return Datastore.create(str(tmp_path / "store"), sparse=True)
-
-
-@pytest.fixture
 def src(tmp_path: Path) -> Path:
     """~200 KiB of incompressible data: several 64 KiB-average chunks."""
     d = tmp_path / "src"
     d.mkdir()
-    (d / "a.bin").write_bytes(os.urandom(200_000))
+    (d / "a.bin").write_bytes(random.Random(1).randbytes(200_000))  # fixed: a fixed chunk count
     (d / "b.txt").write_text("verify me\n")
     return d
 

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from chunkyard.errors import InvalidName
+from chunkyard.names.systemd import escape_unit, unescape_unit
 
 UPID_RE = re.compile(
     r"^UPID:([a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):"
@@ -26,51 +27,11 @@ UPID_RE = re.compile(
     r"([^:\s]+):([^:\s]*):([^:\s]+):\Z"
 )
 NODE_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?\Z")
-_KEEP = frozenset(b"_.0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_HEX = "0123456789abcdefABCDEF"
 _BAD_IN_TYPE_OR_AUTHID = re.compile(r"[:\s]")
 _MAX_PID = 0xFFFFFFFF
 _MAX_PSTART = 0xFFFFFFFFF  # 9 hex digits
 _MAX_TASK_ID = 0xFFFFFFFFFFFFFFFF  # 16 hex digits
 _MAX_STARTTIME = 0xFFFFFFFF  # 8 hex digits: the regex allows no more
-
-
-def escape_worker_id(text: str) -> str:
-    """systemd unit escaping, non-path mode (PBS's `escape_id`)."""
-    out: list[str] = []
-    for i, b in enumerate(text.encode("utf-8")):
-        if b == 0x2F:
-            out.append("-")
-        elif b in _KEEP and not (i == 0 and b == 0x2E):
-            out.append(chr(b))
-        else:
-            out.append(f"\\x{b:02x}")
-    return "".join(out)
-
-
-def unescape_worker_id(text: str) -> str:
-    """The inverse of `escape_worker_id` (PBS's `unescape_id`); InvalidName if malformed."""
-    data = bytearray()
-    raw = text.encode("utf-8", "surrogateescape")
-    i = 0
-    while i < len(raw):
-        b = raw[i]
-        if b == 0x5C:  # backslash
-            seq = raw[i:i + 4].decode("ascii", "replace")
-            if len(seq) < 4 or seq[1] != "x" or seq[2] not in _HEX or seq[3] not in _HEX:
-                raise InvalidName(f"worker id {text!r} has an invalid escape sequence")
-            data.append(int(seq[2:4], 16))
-            i += 4
-        elif b == 0x2D:  # '-'
-            data.append(0x2F)
-            i += 1
-        else:
-            data.append(b)
-            i += 1
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidName(f"worker id {text!r} does not decode to UTF-8") from None
 
 
 def _check_int(name: str, value: object, maximum: int) -> int:
@@ -108,7 +69,7 @@ class Upid:
             raise InvalidName(f"UPID worker id {self.worker_id!r} must be None or non-empty")
 
     def __str__(self) -> str:
-        wid = escape_worker_id(self.worker_id) if self.worker_id is not None else ""
+        wid = escape_unit(self.worker_id) if self.worker_id is not None else ""
         return (f"UPID:{self.node}:{self.pid:08X}:{self.pstart:08X}:{self.task_id:08X}:"
                 f"{self.starttime:08X}:{self.worker_type}:{wid}:{self.authid}:")
 
@@ -122,8 +83,8 @@ class Upid:
         return cls(
             node=node, pid=int(pid, 16), pstart=int(pstart, 16), task_id=int(task_id, 16),
             starttime=int(starttime, 16), worker_type=wtype,
-            worker_id=unescape_worker_id(wid) if wid else None, authid=authid,
+            worker_id=unescape_unit(wid) if wid else None, authid=authid,
         )
 
 
-__all__ = ["UPID_RE", "Upid", "escape_worker_id", "unescape_worker_id"]
+__all__ = ["UPID_RE", "Upid"]

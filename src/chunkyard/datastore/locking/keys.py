@@ -31,6 +31,7 @@ import enum
 import hashlib
 
 from chunkyard.names import BackupDir, BackupGroup, BackupNamespace, epoch_to_rfc3339
+from chunkyard.names.systemd import escape_unit
 
 _ROOT = BackupNamespace()
 
@@ -40,7 +41,6 @@ ROOT_DIR_NAME = "-"
 NAMESPACE_FILE = "ns"
 JOURNAL_FILE = "journal"
 
-_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.")
 
 
 class Mode(enum.Enum):
@@ -89,18 +89,7 @@ Rank = tuple[int, tuple[str, ...], str, str, int, int]
 
 def systemd_escape_path(path: str) -> str:
     """`proxmox_systemd::escape_unit(path, is_path=true)` as spec §7.3 describes it."""
-    raw = path.lstrip("/").encode()
-    if not raw:
-        return "-"
-    out: list[str] = []
-    for i, b in enumerate(raw):
-        if b == 0x2F:
-            out.append("-")
-        elif b in _KEEP and not (i == 0 and b == 0x2E):
-            out.append(chr(b))
-        else:
-            out.append(f"\\x{b:02x}")
-    return "".join(out)
+    return escape_unit(path.lstrip("/")) or "-"
 
 
 def namespace_dir_name(ns: BackupNamespace) -> str:
