@@ -5,8 +5,15 @@ Run as `python -m tests.stress_worker CONFIG.json WORKER_ID` from the repository
 ledger (`<ledger_dir>/w<ID>.jsonl`) gets a `begin` line before each operation and an `end` line
 after it, flushed at once, so a worker killed with SIGKILL leaves its in-flight operation
 visible. Outcomes: ok, busy (LockBusy), not-found, exists, stale-time (backup time not newer
-than the group's last), mismatch (a restore differed from what was backed up) and error
-(anything else, with its traceback). Which outcomes are acceptable is the parent's call.
+than the group's last), conflict (a move broke a merge rule: MoveConflict), mismatch (a restore
+differed from what was backed up) and error (anything else, with its traceback). Which
+outcomes are acceptable is the parent's call.
+
+Moves (group and namespace) stay inside the namespace shape the stress test uses: a namespace
+`<top>/<rest>` moves to `<other top>/<rest>`, so children come along and every target is a
+namespace the workers use or will use. A worker started with `--moves-only` does nothing but
+moves: the parent starts one with CHUNKYARD_FAULT set, so that it dies by SIGKILL in the middle
+of a move (chunkyard.faults), leaving an intent log for the next `Datastore.open` to complete.
 
 Every snapshot describes itself: besides `root.tar` (the worker's source tree) it holds
 `meta.conf.blob`, whose JSON names the snapshot and records the tree's expected state, so any
@@ -38,6 +45,8 @@ from chunkyard.datastore.chunk_store import SyncLevel
 from chunkyard.datastore.datastore import Datastore, SnapshotInfo
 from chunkyard.datastore.groups import delete_group
 from chunkyard.datastore.locking import LockBusy
+from chunkyard.datastore.moves import MoveConflict, move_group, move_namespace
+from chunkyard.datastore.moves import intents as move_intents
 from chunkyard.datastore.namespaces import create_namespace, delete_namespace
 from chunkyard.datastore.snapshots import forget_snapshot
 from chunkyard.errors import AlreadyExists, DatastoreError, NotFound
@@ -52,8 +61,11 @@ TIME_BASE = 1_700_000_000
 
 # How many lock calls of an operation may each wait the operation's `wait` (the manifest
 # lock MF waits its own 5 s): the parent bounds elapsed time with these.
+# A namespace move locks up to LOCK_ATTEMPTS times when the tree changes between its unlocked
+# plan and its locks (the move journal's lock JR waits its own 10 s).
 WAITING_CALLS = {"backup": 4, "restore": 2, "forget": 1, "create-ns": 1, "delete-ns": 1,
-                 "delete-group": 1, "list": 0}
+                 "delete-group": 1, "list": 0, "move-group": 1, "move-ns": 5}
+MOVES = ("move-group", "move-ns")
 
 
 class Mismatch(Exception):
@@ -89,6 +101,9 @@ def classify(exc: BaseException) -> tuple[str, dict[str, Any]]:
         return "busy", detail
     if isinstance(exc, Mismatch):
         return "mismatch", detail
+    if isinstance(exc, MoveConflict):
+        detail["conflicts"] = exc.report.get("conflicts", [])
+        return "conflict", detail
     if isinstance(exc, NotFound):
         return "not-found", detail
     if isinstance(exc, AlreadyExists):
@@ -139,7 +154,7 @@ class SourceTree:
 class Worker:
     """Picks random operations until the deadline; see the module docstring."""
 
-    def __init__(self, cfg: dict[str, Any], wid: int) -> None:
+    def __init__(self, cfg: dict[str, Any], wid: int, moves_only: bool = False) -> None:
         self.cfg = cfg
         self.wid = wid
         self.rng = random.Random(f"{cfg['seed']}-{wid}")
@@ -151,15 +166,16 @@ class Worker:
         self.source = SourceTree(self.scratch / "src", self.rng)
         self.ledger = open(Path(cfg["ledgers"]) / f"w{wid}.jsonl", "a", buffering=1)  # noqa: SIM115
         self.seq = 0
+        self.tops = list(cfg["tops"])
+        every: dict[str, Callable[[], None]] = {
+            "backup": self.op_backup, "restore": self.op_restore, "forget": self.op_forget,
+            "list": self.op_list, "create-ns": self.op_create_ns,
+            "delete-ns": self.op_delete_ns, "delete-group": self.op_delete_group,
+            "move-group": self.op_move_group, "move-ns": self.op_move_ns,
+        }
+        names = MOVES if moves_only else tuple(every)
         self.ops: list[tuple[Callable[[], None], float]] = [
-            (self.op_backup, cfg["weights"]["backup"]),
-            (self.op_restore, cfg["weights"]["restore"]),
-            (self.op_forget, cfg["weights"]["forget"]),
-            (self.op_list, cfg["weights"]["list"]),
-            (self.op_create_ns, cfg["weights"]["create-ns"]),
-            (self.op_delete_ns, cfg["weights"]["delete-ns"]),
-            (self.op_delete_group, cfg["weights"]["delete-group"]),
-        ]
+            (every[name], cfg["weights"][name]) for name in names]
 
     # -- ledger -----------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
@@ -290,6 +306,63 @@ class Worker:
         self.perform("delete-group", {"ns": str(ns), "group": str(group)}, wait,
                      lambda: delete_group(self.ds, ns, group, wait=wait).as_dict())
 
+    def _existing(self) -> list[tuple[BackupNamespace, list[BackupGroup]]]:
+        """Every namespace with its groups, listed without locks (things may vanish)."""
+        out: list[tuple[BackupNamespace, list[BackupGroup]]] = []
+        try:
+            for ns in self.ds.iter_namespaces(BackupNamespace()):
+                try:
+                    out.append((ns, self.ds.list_groups(ns)))
+                except NotFound:
+                    continue
+        except NotFound:
+            pass
+        return out
+
+    def _other_top(self, ns: BackupNamespace) -> BackupNamespace:
+        """`ns` with its first component replaced by another top-level name."""
+        top = self.rng.choice([t for t in self.tops if t != ns.components[0]])
+        return BackupNamespace.parse("/".join([top, *ns.components[1:]]))
+
+    def op_move_group(self) -> None:
+        existing = [(ns, g) for ns, groups in self._existing() for g in groups]
+        if existing and self.rng.random() < 0.8:
+            source, group = self.rng.choice(existing)
+        else:
+            source, group = self.rng.choice(self.namespaces), self.rng.choice(self.groups)
+        target = self.rng.choice([n for n in self.namespaces if n != source])
+        merge = self.rng.random() < 0.85
+        wait = self._wait()
+        args = {"ns": str(source), "group": str(group), "target": str(target), "merge": merge}
+
+        def call() -> dict[str, Any]:
+            result = move_group(self.ds, source, group, target, merge_group=merge, wait=wait)
+            return _move_summary(result)
+
+        self.perform("move-group", args, wait, call)
+
+    def op_move_ns(self) -> None:
+        existing = [ns for ns, _ in self._existing() if not ns.is_root]
+        if existing and self.rng.random() < 0.8:
+            source = self.rng.choice(existing)
+        else:
+            source = self.rng.choice(self.namespaces[1:])
+        target = self._other_top(source)
+        max_depth = self.rng.choice([None] * 6 + [0, 1])
+        delete_source = self.rng.random() < 0.85
+        merge = self.rng.random() < 0.9
+        wait = self._wait()
+        args = {"ns": str(source), "target": str(target), "max_depth": max_depth,
+                "delete_source": delete_source, "merge": merge}
+
+        def call() -> dict[str, Any]:
+            result = move_namespace(self.ds, source, target, max_depth=max_depth,
+                                    delete_source=delete_source, merge_groups=merge,
+                                    wait=wait)
+            return _move_summary(result)
+
+        self.perform("move-ns", args, wait, call)
+
     def run(self) -> None:
         deadline = float(self.cfg["deadline"])
         calls, weights = zip(*self.ops, strict=True)
@@ -298,11 +371,21 @@ class Worker:
         self.ledger.close()
 
 
+def _move_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger keeps of a move's result."""
+    return {"method": result["method"], "groups": len(result["groups"]),
+            "moved-snapshots": result["moved-snapshots"],
+            "namespaces": [n["action"] for n in result["namespaces"]],
+            "warnings": result["warnings"]}
+
+
 def verify_snapshot(ds: Datastore, ns: BackupNamespace, snap: BackupDir, target: Path,
                     wait: float) -> dict[str, Any]:
     """Restore both archives of a stress snapshot and check them against its own meta blob.
 
-    Raises Mismatch when the restored tree or the blob names another snapshot or state."""
+    Raises Mismatch when the restored tree or the blob names another snapshot (group and
+    time; the namespace it was made in may differ: moves) or state. Returns the blob's token,
+    digest and namespace of origin."""
     target.mkdir(parents=True, exist_ok=True)
     meta_file = target / "meta.conf"
     run_restore(ds, RestoreRequest(ns, snap, META_ARCHIVE, str(meta_file), wait=wait))
@@ -311,16 +394,18 @@ def verify_snapshot(ds: Datastore, ns: BackupNamespace, snap: BackupDir, target:
         meta = json.loads(raw)
     except ValueError:
         raise Mismatch(f"{snap} in '{ns}': meta blob is not JSON: {raw[:80]!r}") from None
-    where = (meta.get("ns"), meta.get("group"), meta.get("time"))
-    if where != (str(ns), str(snap.group), snap.time):
-        raise Mismatch(f"{snap} in '{ns}' holds the meta blob of {where}")
+    where = (meta.get("group"), meta.get("time"))
+    if where != (str(snap.group), snap.time):
+        raise Mismatch(f"{snap} in '{ns}' holds the meta blob of {where} (made in "
+                       f"'{meta.get('ns')}')")
     tree = target / "tree"
     run_restore(ds, RestoreRequest(ns, snap, TAR_ARCHIVE, str(tree), wait=wait))
     restored = normalise(tree_state(tree))
     if restored != meta["state"]:
         diff = _diff(restored, meta["state"])
         raise Mismatch(f"{snap} in '{ns}' restored a different tree: {diff[:5]}")
-    return {"token": meta.get("token"), "meta_sha": hashlib.sha256(raw).hexdigest()}
+    return {"token": meta.get("token"), "meta_sha": hashlib.sha256(raw).hexdigest(),
+            "made_in": meta.get("ns")}
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -343,6 +428,15 @@ def churn_group(store: str, ns: BackupNamespace, group: BackupGroup, seconds: fl
     return cycles
 
 
+def reopen(store: str) -> dict[str, Any]:
+    """Open the datastore as the next user after a crash would (completing interrupted
+    moves whose locks are free); which intent logs were there before and after."""
+    probe = Datastore.open(store, sync_level=SyncLevel.NONE, recover=False)
+    before = move_intents.names(probe)
+    ds = Datastore.open(store, sync_level=SyncLevel.NONE)
+    return {"before": before, "after": move_intents.names(ds)}
+
+
 def main(argv: list[str]) -> int:
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     if argv[1] == "--churn":  # --churn STORE NS GROUP SECONDS SOURCE_DIR
@@ -350,9 +444,12 @@ def main(argv: list[str]) -> int:
                              BackupGroup.parse(argv[4]), float(argv[5]), Path(argv[6]))
         print(cycles)
         return 0
+    if argv[1] == "--reopen":  # --reopen STORE
+        print(json.dumps(reopen(argv[2])))
+        return 0
     with open(argv[1]) as f:
         cfg = json.load(f)
-    worker = Worker(cfg, int(argv[2]))
+    worker = Worker(cfg, int(argv[2]), moves_only="--moves-only" in argv[3:])
     with contextlib.suppress(KeyboardInterrupt):
         worker.run()
     return 0

@@ -1,8 +1,14 @@
 """Stress test with real processes: six OS processes (tests/stress_worker.py) run random
-backups, restores, forgets, listings, namespace creates and deletes and group deletes on a
-small namespace tree, with random bounded waits, for the whole run. Workers are killed with
-SIGKILL mid-operation and replaced: once in the short mode (inside a backup), every minute in
-the long mode (aimed in turn at a backup, a forget, a namespace delete and a group delete).
+backups, restores, forgets, listings, namespace creates and deletes, group deletes and moves
+of groups and namespaces (renames to absent targets and merges into existing ones, namespaces
+with their children) on a small namespace tree, with random bounded waits, for the whole run.
+Workers are killed with SIGKILL mid-operation and replaced: twice in the short mode (inside a
+backup, and inside a move), every minute in the long mode (aimed in turn at a backup, a move,
+a forget, a namespace delete, a namespace move, a group delete and a group move). A move is
+killed in its middle by a short-lived extra worker doing only moves with CHUNKYARD_FAULT set
+(chunkyard.faults: it SIGKILLs itself after a step of the move, or at another point of it);
+right after its death another process opens the datastore, as the next user would, which
+completes the interrupted move if its locks are free (the final open completes it otherwise).
 
 Afterwards the ledgers are checked against the datastore:
 
@@ -10,18 +16,32 @@ Afterwards the ledgers are checked against the datastore:
   message names the lock and its holders (worker pids, never the refused process itself); a
   lock order violation (CHUNKYARD_LOCKDEP=1 in every worker) or any other exception fails;
 - no operation waited past its bound: a refused one took at least its `wait` and at most
-  `wait` per waiting lock call plus slack (plus MF's own 5 s if MF was the lock), no single
-  lock was waited for longer than its wait, and nothing took longer than its waits plus 20 s;
-- every snapshot a backup finished exists exactly once, in its namespace and group, unless a
-  forget of it, or a delete of its group or of its namespace (or an ancestor), may have run
-  after the backup started; it is gone if such a delete or forget started after the backup
-  finished; nothing else exists, and nothing is unfinished except what a killed backup (or
-  a killed remover: directory removal is not atomic) left;
+  `wait` per waiting lock call plus slack (plus MF's own 5 s, or the move journal's 10 s, if
+  that was the lock), no single lock was waited for longer than its wait, and nothing took
+  longer than its waits plus 20 s;
+- a move that succeeded left no snapshot behind (no "kept group" warning); one that failed
+  did so by a merge rule (MoveConflict, with its conflicts) or a missing source or target
+  (NotFound "... does not exist"), never by something vanishing under its locks;
+- snapshots are identified by their backup time (a shared counter makes times unique across
+  all namespaces and groups); moves change only their namespace. Each snapshot's `Fate` is
+  computed from the ledgers: every move, forget and delete that succeeded acted on it (if it
+  was in its scope) at one moment between its begin and end lines, a killed remover at most
+  once before its kill, a killed move at any moments later or never (any later open may
+  complete it); every order of overlapping operations is tried, which gives the places it may
+  be in at the end, or that it may be (or surely is) gone;
+- every snapshot a backup finished exists exactly once, in its group and in a namespace its
+  fate allows; it is missing only if its fate allows that; a forget that succeeded found it
+  where its fate allows; nothing else exists, and nothing is unfinished except what a killed
+  backup (or a killed remover: directory removal is not atomic) left;
+- a move refused (LockBusy), conflicting (MoveConflict) or not finding its source or target
+  (NotFound) changed nothing: fates ignore it, so a snapshot it moved would be found where
+  its fate does not allow;
 - every finished snapshot restores to the bytes it was made from (both its archives);
+- the final open completes every interrupted move: no intent log is left;
 - nothing stays locked: every lock can be taken exclusively at once, listing works, and a new
   backup into every group works, builds on the newest finished snapshot and restores.
 
-`pytest tests/test_stress.py` runs the short mode (20 s of work, about 25 s in all);
+`pytest tests/test_stress.py` runs the short mode (20 s of work, about 25-30 s in all);
 `make stress` runs `--stress-seconds=600`. The counts of each operation and outcome are
 printed (shown on failure, and always in `make stress`); CHUNKYARD_STRESS_SEED fixes the
 random choices (the interleaving stays the scheduler's).
@@ -29,7 +49,10 @@ random choices (the interleaving stays the scheduler's).
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import json
+import logging
 import os
 import random
 import re
@@ -39,7 +62,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +74,14 @@ from chunkyard.client.restore import RestoreRequest, run_restore
 from chunkyard.datastore import queries
 from chunkyard.datastore.chunk_store import SyncLevel
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking import MANIFEST_WAIT, Mode
+from chunkyard.datastore.layout import MOVE_INTENT_DIR
+from chunkyard.datastore.locking import JOURNAL_WAIT, MANIFEST_WAIT, Mode
 from chunkyard.datastore.namespaces import create_namespace
 from chunkyard.errors import NotFound
 from chunkyard.names import BackupDir, BackupGroup, BackupNamespace
 from tests.stress_worker import (
     META_ARCHIVE,
+    MOVES,
     OWNER,
     WAITING_CALLS,
     SourceTree,
@@ -68,13 +93,26 @@ REPO = Path(__file__).resolve().parent.parent
 WORKERS = 6
 SHORT_SECONDS = 20.0
 KILL_EVERY_LONG = 60.0
-# What the kills try to interrupt, in turn (the short mode kills once: a backup).
-KILL_TARGETS = ["backup", "forget", "delete-ns", "backup", "delete-group"]
-NAMESPACES = ["", "a", "a/b", "a/b/c", "d"]
+# What the kills try to interrupt, in turn; "move" is a mover killing itself mid-move
+# (CHUNKYARD_FAULT), the others a worker caught at that operation. The short mode kills a
+# backup and then a move.
+KILL_TARGETS = ["backup", "move", "forget", "delete-ns", "move-ns", "backup", "move",
+                "delete-group", "move-group"]
+SHORT_KILLS = [(0.4, "backup"), (0.55, "move")]
+# Where the self-killing mover dies (each leaves an intent log but "move.locked"); the
+# n-th step counts every step the process ran, so a later move may be the one cut short.
+MOVE_FAULTS = ["move.step@1", "move.step@1", "move.step@2", "move.intent-written",
+               "move.synced", "move.cleaned", "move.locked"]
+VICTIM_PATIENCE = 6.0  # a mover that has not killed itself by then is SIGKILLed mid-move
+# Namespaces `<top>/<rest>` move to `<other top>/<rest>` (stress_worker), so they stay
+# within tops x {"", "b", "b/c"}; "e/b" and "e/b/c" come only from moves.
+TOPS = ["a", "d", "e"]
+NAMESPACES = ["", "a", "a/b", "a/b/c", "d", "d/b", "e"]
 # "g1" and "g1-x" share a prefix: deleting one must not touch the other's lock files.
 GROUPS = ["host/g1", "host/g1-x", "vm/100"]
+# Moves are about a fifth of the operations.
 WEIGHTS = {"backup": 34, "restore": 16, "forget": 14, "list": 7, "create-ns": 14,
-           "delete-ns": 5, "delete-group": 4}
+           "delete-ns": 3, "delete-group": 4, "move-group": 13, "move-ns": 13}
 MAX_WAIT = 0.5
 SLACK = 1.5  # scheduling slack of a refusal on a loaded 2-core machine
 HANG = 20.0  # no operation, refused or not, may take longer than its waits plus this
@@ -87,6 +125,8 @@ ALLOWED = {
     "create-ns": {"ok", "busy", "not-found", "exists"},
     "delete-ns": {"ok", "busy", "not-found"},
     "delete-group": {"ok", "busy", "not-found"},
+    "move-group": {"ok", "busy", "not-found", "conflict"},
+    "move-ns": {"ok", "busy", "not-found", "conflict"},
 }
 REMOVERS = ("forget", "delete-ns", "delete-group")
 
@@ -130,6 +170,17 @@ class Kill:
     pid: int
     at: int
     in_flight: str | None = None
+    how: str = "SIGKILL"
+
+
+@dataclass
+class Reopen:
+    """A process that opened the datastore right after a move was cut short."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    after: str  # what it followed
+    result: dict[str, Any] | None = None
 
 
 @dataclass
@@ -141,17 +192,14 @@ class Report:
         self.problems.append(text)
 
 
-def _key(op: Op) -> tuple[str, str, int]:
-    return op.args["ns"], op.args["group"], op.args["time"]
-
-
 class StressRun:
     """Runs the worker processes and collects what they did."""
 
-    def __init__(self, base: Path, seconds: float, kill_times: list[float], seed: int) -> None:
+    def __init__(self, base: Path, seconds: float, kill_plan: list[tuple[float, str]],
+                 seed: int) -> None:
         self.base = base
         self.seconds = seconds
-        self.kill_times = kill_times
+        self.kill_plan = kill_plan
         self.seed = seed
         self.store = base / "store"
         self.ledgers = base / "ledgers"
@@ -160,24 +208,65 @@ class StressRun:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.pids: dict[int, int] = {}
         self.kills: list[Kill] = []
+        # movers meant to kill themselves mid-move: wid -> (process, started, fault)
+        self.victims: dict[int, tuple[subprocess.Popen[bytes], float, str]] = {}
+        self.reopens: list[Reopen] = []
+        self.helper_pids: set[int] = set()  # reopeners: they take locks too
         self.report = Report()
         self.rng = random.Random(seed)
         self.next_wid = 0
         self.deadline = 0.0
 
     # -- processes ------------------------------------------------------------------------
-    def spawn(self) -> None:
+    def spawn(self, fault: str | None = None) -> int:
+        """Start a worker; with `fault`, an extra one doing only moves that SIGKILLs itself
+        at that fault point (CHUNKYARD_FAULT)."""
         wid = self.next_wid
         self.next_wid += 1
         env = dict(os.environ, CHUNKYARD_LOCKDEP="1", PYTHONFAULTHANDLER="1")
+        env.pop("CHUNKYARD_FAULT", None)
+        argv = [sys.executable, "-W", "always::ResourceWarning", "-m", "tests.stress_worker",
+                str(self.base / "config.json"), str(wid)]
+        if fault is not None:
+            env["CHUNKYARD_FAULT"] = f"{fault}:kill"
+            argv.append("--moves-only")
         with open(self.logs / f"w{wid}.out", "wb") as out, \
                 open(self.logs / f"w{wid}.err", "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-W", "always::ResourceWarning", "-m", "tests.stress_worker",
-                 str(self.base / "config.json"), str(wid)],
-                cwd=REPO, env=env, stdout=out, stderr=err)
-        self.procs[wid] = proc
+            proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=err)
+        if fault is None:
+            self.procs[wid] = proc
+        else:
+            self.victims[wid] = (proc, time.monotonic(), fault)
         self.pids[wid] = proc.pid
+        return wid
+
+    def reopen(self, after: str) -> None:
+        """Open the datastore in a new process, as the next user after a crash would."""
+        out = self.logs / f"reopen-{len(self.reopens)}.out"
+        env = dict(os.environ, CHUNKYARD_LOCKDEP="1", PYTHONFAULTHANDLER="1")
+        env.pop("CHUNKYARD_FAULT", None)
+        with open(out, "wb") as f, open(out.with_suffix(".err"), "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.stress_worker", "--reopen", str(self.store)],
+                cwd=REPO, env=env, stdout=f, stderr=err)
+        self.helper_pids.add(proc.pid)
+        self.reopens.append(Reopen(proc, out, after))
+
+    def _in_flight(self, wid: int) -> str | None:
+        line = self._last_line(wid)
+        found = re.search(r'"op":"([a-z-]+)"', line) if '"ev":"begin"' in line else None
+        return found.group(1) if found else None
+
+    def _catch(self, wids: list[int], targets: tuple[str, ...], seconds: float) -> int | None:
+        """A worker among `wids` caught in the middle of one of `targets` within `seconds`."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            for w in wids:
+                line = self._last_line(w)
+                if '"ev":"begin"' in line and any(f'"op":"{t}"' in line for t in targets):
+                    return w
+            time.sleep(0.001)
+        return None
 
     def _last_line(self, wid: int) -> str:
         path = self.ledgers / f"w{wid}.jsonl"
@@ -192,25 +281,46 @@ class StressRun:
 
     def kill_one(self, target: str) -> None:
         """SIGKILL a worker in the middle of a `target` operation if one is caught at it
-        within 5 s (else a random one), and start a replacement."""
-        until = time.monotonic() + 5.0
-        wid = self.rng.choice(sorted(self.procs))
-        while time.monotonic() < until:
-            caught = [w for w in self.procs if '"ev":"begin"' in (line := self._last_line(w))
-                      and f'"op":"{target}"' in line]
-            if caught:
-                wid = caught[0]
-                break
-            time.sleep(0.001)
+        within 5 s (else a random one), and start a replacement; "move" starts a mover
+        that kills itself mid-move instead."""
+        if target == "move":
+            self.spawn(fault=self.rng.choice(MOVE_FAULTS))
+            return
+        caught = self._catch(sorted(self.procs), (target,), 5.0)
+        wid = caught if caught is not None else self.rng.choice(sorted(self.procs))
         proc = self.procs.pop(wid)
         time.sleep(self.rng.uniform(0.0, 0.002))
         proc.kill()
         at = time.time_ns()
         proc.wait()
-        line = self._last_line(wid)
-        found = re.search(r'"op":"([a-z-]+)"', line) if '"ev":"begin"' in line else None
-        self.kills.append(Kill(wid, proc.pid, at, found.group(1) if found else None))
+        in_flight = self._in_flight(wid)
+        self.kills.append(Kill(wid, proc.pid, at, in_flight))
         self.spawn()
+        if in_flight in MOVES:
+            self.reopen(f"the kill of w{wid} in {in_flight}")
+
+    def watch_victims(self, final: bool = False) -> None:
+        """Record the death of self-killing movers and reopen the datastore after each; one
+        that has not died within VICTIM_PATIENCE (or by the end) is SIGKILLed mid-move."""
+        for wid, (proc, started, fault) in list(self.victims.items()):
+            if proc.poll() is None and (final or time.monotonic() > started + VICTIM_PATIENCE):
+                caught = self._catch([wid], MOVES, 2.0)
+                time.sleep(self.rng.uniform(0.0, 0.002))
+                proc.kill()
+                proc.wait()
+                fault = f"SIGKILL after {fault} was not reached" + (
+                    "" if caught is not None else " (no move caught in flight)")
+            if proc.poll() is None:
+                continue
+            del self.victims[wid]
+            at = time.time_ns()
+            if proc.returncode != -signal.SIGKILL:
+                self.report.bad(f"mover w{wid} (pid {proc.pid}, fault {fault}) exited with "
+                                f"{proc.returncode}: {self.stderr_of(wid)[-2000:]}")
+                continue
+            in_flight = self._in_flight(wid)
+            self.kills.append(Kill(wid, proc.pid, at, in_flight, fault))
+            self.reopen(f"the death of mover w{wid} ({fault}) in {in_flight}")
 
     def stderr_of(self, wid: int) -> str:
         try:
@@ -231,23 +341,24 @@ class StressRun:
         self.deadline = start + 1.0 + self.seconds  # a second for the workers to start
         config = {"store": str(self.store), "deadline": self.deadline, "seed": self.seed,
                   "namespaces": NAMESPACES, "groups": GROUPS, "weights": WEIGHTS,
-                  "max_wait": MAX_WAIT, "counter": self.counter,
+                  "tops": TOPS, "max_wait": MAX_WAIT, "counter": self.counter,
                   "ledgers": str(self.ledgers), "scratch": str(self.base / "scratch")}
         (self.base / "config.json").write_text(json.dumps(config))
         for _ in range(WORKERS):
             self.spawn()
-        kills = [start + 1.0 + t for t in self.kill_times]
+        kills = [(start + 1.0 + t, target) for t, target in self.kill_plan]
         while time.time() < self.deadline - 1.0:
+            self.watch_victims()
             for wid, proc in list(self.procs.items()):
                 if proc.poll() is not None:
                     self.report.bad(f"worker w{wid} (pid {proc.pid}) exited early with "
                                     f"{proc.returncode}: {self.stderr_of(wid)[-2000:]}")
                     del self.procs[wid]
                     self.spawn()
-            if kills and time.time() >= kills[0]:
-                kills.pop(0)
-                self.kill_one(KILL_TARGETS[len(self.kills) % len(KILL_TARGETS)])
+            if kills and time.time() >= kills[0][0]:
+                self.kill_one(kills.pop(0)[1])
             time.sleep(0.05)
+        self.watch_victims(final=True)
         self.stop()
 
     def stop(self) -> None:
@@ -265,6 +376,21 @@ class StressRun:
             if proc.returncode != 0:
                 self.report.bad(f"worker w{wid} exited with {proc.returncode}: "
                                 f"{self.stderr_of(wid)[-2000:]}")
+        for r in self.reopens:
+            try:
+                r.proc.wait(timeout=max(1.0, self.deadline + GRACE - time.time()))
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+                r.proc.wait()
+            err = r.out.with_suffix(".err").read_text(errors="replace")
+            if r.proc.returncode != 0 or "Traceback" in err:
+                self.report.bad(f"the reopen after {r.after} failed ({r.proc.returncode}): "
+                                f"{err[-2000:]}")
+                continue
+            r.result = json.loads(r.out.read_text())
+            r.result["completed"] = err.count("completed the interrupted move")
+            if err.strip():
+                self.report.notes.append(f"reopen after {r.after}: {err.strip()[-300:]}")
         for wid in self.pids:
             err = self.stderr_of(wid)
             if "Traceback" in err or "was not closed" in err or "Exception ignored" in err:
@@ -318,14 +444,29 @@ def check_outcomes(ops: list[Op], all_pids: set[int], report: Report) -> None:
         if op.op == "list" and op.outcome == "not-found" and op.detail["msg"] != gone:
             report.bad(f"{op.describe()}: a listing failed on something that vanished "
                        f"beneath it: {op.detail['msg']}")
+        if op.op in MOVES and op.outcome == "not-found" and (
+                "does not exist" not in op.detail["msg"] or "during the move" in op.detail["msg"]
+                or MOVE_INTENT_DIR in op.detail["msg"]):
+            report.bad(f"{op.describe()}: a move failed on something other than a missing "
+                       f"source or target: {op.detail['msg']}")
+        if op.op in MOVES and op.outcome == "ok" and any(
+                w.startswith("kept group") for w in op.detail["warnings"]):
+            report.bad(f"{op.describe()}: left snapshots behind under its locks: "
+                       f"{op.detail['warnings']}")
+        if op.outcome == "conflict" and not op.detail["conflicts"]:
+            report.bad(f"{op.describe()}: a MoveConflict without conflicts: {op.detail}")
         calls = WAITING_CALLS[op.op]
-        if op.elapsed > calls * op.wait + MANIFEST_WAIT + HANG:
+        own = JOURNAL_WAIT if op.op in MOVES else MANIFEST_WAIT  # a lock's own fixed wait
+        if op.elapsed > calls * op.wait + own + HANG:
             report.bad(f"{op.describe()}: took longer than any wait explains")
         if op.outcome != "busy":
             continue
         d = op.detail
-        lock_wait = MANIFEST_WAIT if d["what"].startswith("manifest") else op.wait
-        extra = MANIFEST_WAIT if d["what"].startswith("manifest") else 0.0
+        lock_wait, extra = op.wait, 0.0
+        if d["what"].startswith("manifest"):
+            lock_wait = extra = MANIFEST_WAIT
+        elif d["what"] == "move journal":
+            lock_wait = extra = JOURNAL_WAIT
         if " is locked" not in d["msg"] or not d["msg"].startswith(d["what"]):
             report.bad(f"{op.describe()}: unclear refusal {d['msg']!r}")
         for h in d["holders"]:
@@ -343,65 +484,253 @@ def check_outcomes(ops: list[Op], all_pids: set[int], report: Report) -> None:
                        f"{calls} x {op.wait} s + slack")
 
 
-class Removals:
-    """Every forget and delete that succeeded or was cut short by a kill, indexed by what it
-    removes (a snapshot, a group, a namespace subtree), for three questions about a backup's
-    snapshot: may one have removed it, did one surely remove it, and may a killed one have
-    left it half removed (directory removal is not atomic, in PBS neither)."""
+INF = float("inf")  # when a killed move ends: an open may complete it at any later time
+GONE = None  # where a removed snapshot is
 
-    def __init__(self, removers: list[Op]) -> None:
-        self.latest_end: dict[tuple[str, ...], Op] = {}
-        self.latest_ok_start: dict[tuple[str, ...], Op] = {}
-        self.latest_killed: dict[tuple[str, ...], Op] = {}
-        for rem in removers:
-            if rem.op == "forget":
-                scope: tuple[str, ...] = ("forget", *map(str, _key(rem)))
-            elif rem.op == "delete-group":
-                scope = ("group", rem.args["ns"], rem.args["group"])
-            else:
-                scope = ("ns", rem.args["ns"])
-            self._keep(self.latest_end, scope, rem, lambda op: op.end)
-            if rem.outcome == "ok":
-                self._keep(self.latest_ok_start, scope, rem, lambda op: op.t0)
-            if rem.killed_at is not None:
-                self._keep(self.latest_killed, scope, rem, lambda op: op.end)
 
-    @staticmethod
-    def _keep(index: dict[tuple[str, ...], Op], scope: tuple[str, ...], rem: Op,
-              when: Callable[[Op], int]) -> None:
-        old = index.get(scope)
-        if old is None or when(old) < when(rem):
-            index[scope] = rem
+def _ns(text: str) -> BackupNamespace:
+    return BackupNamespace.parse(text)
 
-    @staticmethod
-    def scopes(made: Op) -> list[tuple[str, ...]]:
-        ns, group, snap_time = _key(made)
-        parsed = BackupNamespace.parse(ns)
-        return [("forget", ns, group, str(snap_time)), ("group", ns, group)] + [
-            ("ns", str(a)) for a in [*parsed.ancestors(), parsed] if not a.is_root]
 
-    def _after(self, index: dict[tuple[str, ...], Op], made: Op) -> Op | None:
-        for s in self.scopes(made):
-            rem = index.get(s)
-            if rem is not None and rem.end >= made.t0:
-                return rem
-        return None
+def place_keys(ns: BackupNamespace, group: str) -> list[tuple[str, ...]]:
+    """The keys of the moves and removals that act on a snapshot of `group` in `ns`: its
+    group, its namespace and each non-root ancestor."""
+    return [("group", str(ns), group)] + [
+        ("ns", str(a)) for a in [*ns.ancestors(), ns] if not a.is_root]
 
-    def may_have_removed(self, made: Op) -> bool:
-        """Some removal of it ended after the backup began."""
-        return self._after(self.latest_end, made) is not None
 
-    def may_have_damaged(self, made: Op) -> Op | None:
-        """A removal of it killed after the backup began."""
-        return self._after(self.latest_killed, made)
+Place = tuple[BackupNamespace | None, bool]  # (namespace or GONE, possibly half removed)
 
-    def surely_removed(self, made: Op) -> Op | None:
-        """A removal of it that succeeded and began after the backup ended."""
-        for s in self.scopes(made):
-            rem = self.latest_ok_start.get(s)
-            if rem is not None and rem.t0 > made.end:
-                return rem
-        return None
+
+@dataclass(frozen=True, eq=False)
+class Act:
+    """An operation that may change where a snapshot is: a move, or a removal of a group,
+    of a namespace subtree or (a forget) of the snapshot itself.
+
+    It acts once, at one moment between its begin and end lines, if it succeeded (`must`);
+    a killed removal acts at most once before its kill, maybe only half; a killed move acts
+    at any moments from its begin on, again and again, or never (`repeat`: it died with its
+    intent log, which any later open may complete, and the tree is unlocked meanwhile).
+    Refused, conflicting and failed operations changed nothing and are no Acts."""
+
+    op: Op
+    key: tuple[str, ...]
+    source: BackupNamespace | None  # None: a forget
+    target: BackupNamespace | None  # None: a removal
+    group: str | None  # for group moves and deletes
+    max_depth: int | None
+    t0: int
+    end: float
+    must: bool
+    repeat: bool
+
+    @classmethod
+    def of(cls, op: Op) -> Act:
+        a = op.args
+        killed = op.outcome is None
+        end: float = INF if killed and op.op in MOVES else op.end
+        if op.op == "forget":
+            return cls(op, ("forget", str(a["time"])), None, None, None, None, op.t0, end,
+                       not killed, False)
+        source, group = _ns(a["ns"]), a.get("group")
+        key = ("group", a["ns"], group) if group is not None else ("ns", a["ns"])
+        target = _ns(a["target"]) if op.op in MOVES else None
+        return cls(op, key, source, target, group, a.get("max_depth"), op.t0, end,
+                   not killed, killed and op.op in MOVES)
+
+    def acts_on(self, ns: BackupNamespace, group: str) -> bool:
+        if self.source is None:
+            return True
+        if self.group is not None:
+            return ns == self.source and group == self.group
+        return self.source.contains(ns) and (
+            self.max_depth is None or ns.depth - self.source.depth <= self.max_depth)
+
+    def apply(self, place: Place, group: str) -> tuple[Place, ...]:
+        ns, damaged = place
+        if ns is None or not self.acts_on(ns, group):
+            return (place,)
+        if self.target is not None:
+            assert self.source is not None
+            return ((ns.rebase(self.source, self.target), damaged),)
+        if self.must:
+            return ((GONE, False),)
+        return ((GONE, False), (ns, True))
+
+
+class Acts:
+    """Every Act, indexed by key (sorted by start), for streaming them in time order."""
+
+    def __init__(self, acts: list[Act]) -> None:
+        by_key: dict[tuple[str, ...], list[Act]] = defaultdict(list)
+        for act in acts:
+            by_key[act.key].append(act)
+        self.by_key = {k: sorted(v, key=lambda a: a.t0) for k, v in by_key.items()}
+        self.starts = {k: [a.t0 for a in v] for k, v in self.by_key.items()}
+        # the longest a finished act ran; killed moves (end INF) are kept apart
+        self.span = max((a.end - a.t0 for a in acts if a.end != INF), default=0)
+        self.endless: dict[tuple[str, ...], list[Act]] = defaultdict(list)
+        for act in acts:
+            if act.end == INF:
+                self.endless[act.key].append(act)
+        # moves by key and by kind (target, depth), for `reach`
+        self.kinds: dict[tuple[str, ...], dict[tuple[str, int | None],
+                                               tuple[list[int], list[Act]]]] = {}
+        for key, acts_of_key in self.by_key.items():
+            for act in acts_of_key:
+                if act.target is not None and act.end != INF:
+                    t0s, ms = self.kinds.setdefault(key, {}).setdefault(
+                        (str(act.target), act.max_depth), ([], []))
+                    t0s.append(act.t0)
+                    ms.append(act)
+
+    def reach(self, ns: BackupNamespace, group: str, t: float) -> dict[BackupNamespace, float]:
+        """Every namespace moves may have taken a snapshot of `group` made in `ns` from time
+        `t` on, with the earliest time it could have got there (a cheap over-approximation:
+        it picks the keys the exact `Fate` follows)."""
+        first = {ns: t}
+        heap: list[tuple[float, BackupNamespace]] = [(t, ns)]
+        while heap:
+            when, here = heapq.heappop(heap)
+            if first[here] < when:
+                continue
+            for key in place_keys(here, group):
+                options: list[tuple[float, Act]] = []
+                for t0s, ms in self.kinds.get(key, {}).values():
+                    if not ms[0].acts_on(here, group):
+                        continue
+                    i = bisect.bisect_left(t0s, when - self.span)
+                    j = bisect.bisect_left(t0s, when)
+                    early = next((m for m in ms[i:j] if m.end >= when), None)
+                    if early is not None:  # begun before `when`, may act at `when`
+                        options.append((when, early))
+                    elif j < len(ms):
+                        options.append((ms[j].t0, ms[j]))
+                options += [(max(when, m.t0), m) for m in self.endless.get(key, [])
+                            if m.target is not None and m.acts_on(here, group)]
+                for at, m in options:
+                    ((dst, _),) = m.apply((here, False), group)
+                    assert dst is not None
+                    if at < first.get(dst, INF):
+                        first[dst] = at
+                        heapq.heappush(heap, (at, dst))
+        return first
+
+    def stream(self, keys: set[tuple[str, ...]], start: float) -> Iterator[Act]:
+        """The acts of `keys` that may act at `start` or later, by start time (lazily: a
+        snapshot's fate is usually sealed long before the last of them)."""
+        def of_key(key: tuple[str, ...]) -> Iterator[Act]:
+            acts, t0s = self.by_key.get(key, []), self.starts.get(key, [])
+            first = bisect.bisect_left(t0s, start - self.span)
+            yield from (a for a in acts[:first] if a.end == INF)  # killed moves: endless
+            for i in range(first, len(acts)):
+                if acts[i].end >= start:
+                    yield acts[i]
+
+        return heapq.merge(*(of_key(k) for k in sorted(keys)), key=lambda a: a.t0)
+
+
+class Fate:
+    """Where one snapshot may be at the end, by trying every order in which the operations
+    that could move or remove it may have acted (each at one moment of its run).
+
+    A world is (place, acts that ran and acted already): between events, any running act
+    that has not acted may act (in every order); when a finished act's end line comes, it
+    has acted in every world. The snapshot appears, complete, at some moment of its backup's
+    run (its locks keep every act off it until then, but another process may act on it
+    before the backup's end line is written): acts begun before that end line may have acted
+    before it existed, so they are optional. A world that lost the snapshot is GONE.
+    """
+
+    def __init__(self, made: Op, acts: Acts) -> None:
+        self.made = made
+        self.group: str = made.args["group"]
+        self.origin = _ns(made.args["ns"])
+        self.reach = acts.reach(self.origin, self.group, made.t0)
+        self.removed_by: set[Act] = set()
+        self.forget_hits: set[Act] = set()
+        keys = {k for ns in self.reach for k in place_keys(ns, self.group)}
+        forgets = ("forget", str(made.args["time"]))
+        self.final = self._run(acts.stream(keys | {forgets}, made.t0), made.end)
+        # A forget that succeeded found it where it was: in a world at that moment.
+        self.forgot_elsewhere = [a for a in acts.by_key.get(forgets, [])
+                                 if a.must and a not in self.forget_hits]
+
+    def _run(self, stream: Iterator[Act], made_by: float) -> set[Place]:
+        must: set[Act] = set()
+        World = tuple[Place, frozenset[Act]]
+        worlds: set[World] = {((self.origin, False), frozenset())}
+        running: list[Act] = []
+        ends: list[tuple[float, int, Act]] = []
+
+        def close() -> None:
+            frontier = list(worlds)
+            while frontier:
+                place, acted = frontier.pop()
+                if place[0] is None:
+                    continue
+                for act in running:
+                    if act in acted:
+                        continue
+                    for new in self._act(act, place):
+                        nw = (new, frozenset() if new[0] is None else
+                              acted if act.repeat else acted | {act})
+                        if nw not in worlds:
+                            worlds.add(nw)
+                            frontier.append(nw)
+
+        def finish(act: Act) -> None:
+            nonlocal worlds
+            close()
+            if act in must:  # it acted in every world: where it has not yet, now
+                forced: set[World] = set()
+                for place, acted in worlds:
+                    if act in acted or place[0] is None:
+                        forced.add((place, acted))
+                    else:
+                        forced.update((new, frozenset() if new[0] is None else acted)
+                                      for new in self._act(act, place))
+                worlds = forced
+            worlds = {(p, a - {act}) for p, a in worlds}
+            running.remove(act)
+
+        for n, act in enumerate(stream):
+            while ends and ends[0][0] < act.t0:
+                finish(heapq.heappop(ends)[2])
+            if all(p[0] is None for p, _ in worlds):
+                return {(GONE, False)}
+            if act.must and act.t0 >= made_by:
+                must.add(act)
+            running.append(act)
+            if act.end != INF:
+                heapq.heappush(ends, (act.end, n, act))
+        while ends:
+            finish(heapq.heappop(ends)[2])
+        close()
+        return {p for p, _ in worlds}
+
+    def _act(self, act: Act, place: Place) -> tuple[Place, ...]:
+        if act.source is None and act.must and place[0] == _ns(act.op.args["ns"]) \
+                and act.op.args["group"] == self.group:
+            self.forget_hits.add(act)
+        new = act.apply(place, self.group)
+        if any(p[0] is None for p in new):
+            self.removed_by.add(act)
+        return new
+
+    def places(self) -> set[BackupNamespace]:
+        return {ns for ns, _ in self.final if ns is not None}
+
+    def may_be_damaged(self, ns: BackupNamespace) -> bool:
+        return (ns, True) in self.final
+
+    @property
+    def may_be_gone(self) -> bool:
+        return (GONE, False) in self.final
+
+    def removers(self) -> str:
+        return "; ".join(a.op.describe() for a in sorted(self.removed_by,
+                                                          key=lambda a: a.t0)[:3])
 
 
 def list_everything(ds: Datastore) -> dict[int, list[tuple[str, str, bool]]]:
@@ -422,44 +751,55 @@ def check_snapshots(ds: Datastore, ops: list[Op], scratch: Path,
                and (op.outcome == "ok" or op.killed_at is not None)}
     failed = {op.args["time"] for op in ops if op.op == "backup" and op.outcome not in
               (None, "ok")}
-    removers = [op for op in ops if op.op in REMOVERS
-                and (op.outcome == "ok" or op.killed_at is not None)]
-    for rem in removers:
-        if rem.op == "forget" and rem.outcome == "ok":
-            made = backups.get(rem.args["time"])
-            if made is None or _key(made) != _key(rem) or made.t0 > rem.end:
-                report.bad(f"{rem.describe()}: forgot a snapshot no backup made")
-    removals = Removals(removers)
+    acts = Acts([Act.of(op) for op in ops if op.op in REMOVERS + MOVES
+                 and (op.outcome == "ok" or op.killed_at is not None)])
+    fates = {snap_time: Fate(made, acts) for snap_time, made in backups.items()}
+    for op in ops:
+        if op.op == "forget" and op.outcome == "ok":
+            fate = fates.get(op.args["time"])
+            if fate is None or fate.group != op.args["group"] or fate.made.t0 > op.end:
+                report.bad(f"{op.describe()}: forgot a snapshot no backup made")
+    for fate in fates.values():
+        for act in fate.forgot_elsewhere:
+            report.bad(f"{act.op.describe()}: forgot {fate.made.describe()} in a namespace "
+                       f"where it cannot have been (it may have been in "
+                       f"{sorted(map(str, fate.reach))})")
     found = list_everything(ds)
+    placed: dict[int, tuple[BackupNamespace, BackupGroup, bool]] = {}
     for snap_time, places in found.items():
-        made = backups.get(snap_time)
+        fate = fates.get(snap_time)
         if len(places) > 1:
             report.bad(f"snapshot time {snap_time} exists {len(places)} times: {places}")
-        if made is None:
+        if fate is None:
             why = "a failed backup left it" if snap_time in failed else "no backup made it"
             report.bad(f"snapshot {snap_time} at {places}: {why}")
             continue
-        if places[0][:2] != _key(made)[:2]:
-            report.bad(f"{made.describe()}: its snapshot is at {places}")
-        if not places[0][2] and made.killed_at is None and not removals.may_have_damaged(made):
-            report.bad(f"{made.describe()}: left an unfinished snapshot")
-    for snap_time, made in backups.items():
-        present = snap_time in found
-        certain = removals.surely_removed(made)
-        if certain is not None and present:
-            report.bad(f"{made.describe()}: survived {certain.describe()}")
-        if not present and made.killed_at is None and not removals.may_have_removed(made):
-            report.bad(f"{made.describe()}: its finished snapshot is lost")
-    restored = unfinished = 0
-    for snap_time, places in sorted(found.items()):
-        made = backups.get(snap_time)
-        if made is None or places[0][:2] != _key(made)[:2]:
+        made = fate.made
+        ns, group, finished = _ns(places[0][0]), places[0][1], places[0][2]
+        if group != fate.group:
+            report.bad(f"{made.describe()}: its snapshot is in another group: {places}")
             continue
-        ns, group = BackupNamespace.parse(places[0][0]), BackupGroup.parse(places[0][1])
-        snap = BackupDir(group, snap_time)
+        if ns not in fate.places():
+            removed = (f"; it was certainly removed by one of: {fate.removers()}"
+                       if not fate.places() else "")
+            report.bad(f"{made.describe()}: its snapshot is in '{ns}', but it can only be in "
+                       f"{sorted(map(str, fate.places()))}{removed} (moves could take it to "
+                       f"{sorted(map(str, fate.reach))})")
+        placed[snap_time] = (ns, BackupGroup.parse(group), finished)
+        if not finished and made.killed_at is None and not fate.may_be_damaged(ns):
+            report.bad(f"{made.describe()}: left an unfinished snapshot")
+    for snap_time, fate in fates.items():
+        if snap_time not in found and fate.made.killed_at is None and not fate.may_be_gone:
+            report.bad(f"{fate.made.describe()}: its finished snapshot is lost (it can only "
+                       f"be in {sorted(map(str, fate.places()))})")
+    restored = unfinished = 0
+    for snap_time, (ns, bgroup, finished) in sorted(placed.items()):
+        fate = fates[snap_time]
+        made = fate.made
+        snap = BackupDir(bgroup, snap_time)
         target = scratch / f"final-{snap_time}"
         try:
-            if not places[0][2]:
+            if not finished:
                 unfinished += 1
                 try:
                     run_restore(ds, RestoreRequest(ns, snap, META_ARCHIVE, str(target / "m")))
@@ -470,16 +810,22 @@ def check_snapshots(ds: Datastore, ops: list[Op], scratch: Path,
             got = verify_snapshot(ds, ns, snap, target, 0.0)
             restored += 1
             if got["meta_sha"] != made.args["meta_sha"] or got["token"] != made.args["token"]:
-                report.bad(f"{made.describe()}: restores {got}, not what was backed up")
+                report.bad(f"{made.describe()}: restores {got} from '{ns}', not what was "
+                           "backed up")
         except Exception as e:
-            killer = removals.may_have_damaged(made)
-            if killer is not None:
-                report.notes.append(f"{made.describe()}: left half removed by the kill of "
-                                    f"{killer.describe()}: {type(e).__name__}: {e}")
+            if fate.may_be_damaged(ns):
+                report.notes.append(f"{made.describe()}: left half removed by a killed "
+                                    f"removal: {type(e).__name__}: {e}")
             else:
-                report.bad(f"{made.describe()}: final restore failed: {type(e).__name__}: {e}")
+                report.bad(f"{made.describe()}: final restore from '{ns}' failed: "
+                           f"{type(e).__name__}: {e}")
         finally:
             shutil.rmtree(target, ignore_errors=True)
+    moved = sum(1 for t, (ns, _, _) in placed.items() if str(ns) != fates[t].made.args["ns"])
+    certain = sum(1 for f in fates.values() if len(f.final) == 1)
+    report.notes.insert(0, f"{len(placed)} snapshots found, {moved} of them moved away from "
+                        f"the namespace they were made in; the ledgers fix the fate (one place, "
+                        f"or removed) of {certain} of {len(fates)} snapshots made")
     return restored, unfinished
 
 
@@ -559,13 +905,70 @@ def count_table(ops: list[Op], kills: list[Kill]) -> str:
     locks = Counter(op.detail["what"].split(" ")[0] for op in busy)
     waited = max((op.detail["waited"] for op in busy), default=0.0)
     over = max((op.elapsed - WAITING_CALLS[op.op] * op.wait for op in busy
-                if not op.detail["what"].startswith("manifest")), default=0.0)
+                if not op.detail["what"].startswith(("manifest", "move journal"))),
+               default=0.0)
     lines.append(f"refusals: {len(busy)}, naming a holder pid: {named}, with its operation: "
                  f"{with_task}, by lock: {dict(locks)}, longest wait for one lock: "
                  f"{waited:.2f} s, most time past the waits: {over:.2f} s (slack {SLACK} s)")
+    lines.append(move_summary(ops))
     for k in kills:
-        lines.append(f"killed w{k.wid} (pid {k.pid}) in flight: {k.in_flight or 'unknown'}")
+        how = "" if k.how == "SIGKILL" else f" (CHUNKYARD_FAULT {k.how})"
+        lines.append(f"killed w{k.wid} (pid {k.pid}){how} in flight: "
+                     f"{k.in_flight or 'unknown'}")
     return "\n".join(lines)
+
+
+def move_summary(ops: list[Op]) -> str:
+    """How many moves ran and how they ended; how often a mover refused another operation."""
+    moves = [op for op in ops if op.op in MOVES]
+    c = Counter(op.outcome or "killed" for op in moves)
+    methods = Counter(op.detail["method"] for op in moves if op.outcome == "ok")
+    with_children = sum(1 for op in moves if op.op == "move-ns" and op.outcome == "ok"
+                        and len(op.detail["namespaces"]) > 1)
+    by_mover = sum(1 for op in ops if op.outcome == "busy" and op.op not in MOVES and any(
+        any(t.startswith("move ") for t in h["ops"]) for h in op.detail["holders"]))
+    return (f"moves: {len(moves)} ran ({sum(1 for op in moves if op.op == 'move-group')} "
+            f"group, {sum(1 for op in moves if op.op == 'move-ns')} namespace), {c['ok']} "
+            f"succeeded ({methods['rename']} renames, {methods['merge']} merges, "
+            f"{with_children} namespace moves with children), {c['busy']} refused, "
+            f"{c['conflict']} conflicted, {c['not-found']} found no source or target, "
+            f"{c['killed']} killed; {by_mover} other operations refused by a mover")
+
+
+def final_open(run: StressRun, report: Report) -> tuple[Datastore, str]:
+    """Open the datastore once every process is gone: it must complete every move that was
+    cut short (no intent log is left). Returns it and a line for the summary."""
+    intent_dir = run.store / MOVE_INTENT_DIR
+    before = sorted(os.listdir(intent_dir)) if intent_dir.exists() else []
+    logged: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logger = logging.getLogger("chunkyard.moves")
+    logger.addHandler(handler)
+    try:
+        ds = Datastore.open(str(run.store), sync_level=SyncLevel.NONE)
+    finally:
+        logger.removeHandler(handler)
+    if intent_dir.exists():
+        left = {n: (intent_dir / n).read_text(errors="replace")[:600]
+                for n in sorted(os.listdir(intent_dir))}
+        report.bad(f"the final open left the move intent dir {MOVE_INTENT_DIR} ({left}); it "
+                   f"logged: {logged}")
+    interrupted = [k for k in run.kills if k.in_flight in MOVES]
+    reopened = [r.result for r in run.reopens if r.result is not None]
+    completed = sum(r["completed"] for r in reopened)
+    from_logs = sum(run.stderr_of(w).count("completed the interrupted move")
+                    for w in run.pids)
+    after = sorted(os.listdir(intent_dir)) if intent_dir.exists() else []
+    return ds, (f"interrupted moves: {len(interrupted)} killed mid-move; the reopens after "
+                f"them found {sum(len(r['before']) for r in reopened)} intent log(s) and "
+                f"completed {completed}, workers' opens completed {from_logs}, the final open "
+                f"found {len(before)} and completed {len(set(before) - set(after))}"
+                + (f" (it logged: {logged})" if logged else ""))
 
 
 # -- the test -------------------------------------------------------------------------------
@@ -588,18 +991,19 @@ def test_stress_real_processes(tmp_path: Path, stress_seconds: float,
     seed = int(os.environ.get("CHUNKYARD_STRESS_SEED", str(time.time_ns() % 1_000_000)))
     long_mode = stress_seconds > SHORT_SECONDS
     if long_mode:
-        kill_times = [t for t in (30.0 + KILL_EVERY_LONG * i for i in range(1000))
-                      if t < stress_seconds - 10]
+        kill_plan = [(t, KILL_TARGETS[i % len(KILL_TARGETS)]) for i, t in enumerate(
+            t for t in (30.0 + KILL_EVERY_LONG * i for i in range(1000))
+            if t < stress_seconds - 10)]
     else:
-        kill_times = [stress_seconds * 0.4]
-    run = StressRun(tmp_path, stress_seconds, kill_times, seed)
+        kill_plan = [(stress_seconds * at, target) for at, target in SHORT_KILLS]
+    run = StressRun(tmp_path, stress_seconds, kill_plan, seed)
     run.setup()
     started = time.monotonic()
     run.run()
     ops = run.load_ops()
     report = run.report
-    check_outcomes(ops, set(run.pids.values()), report)
-    ds = Datastore.open(str(run.store), sync_level=SyncLevel.NONE)
+    check_outcomes(ops, set(run.pids.values()) | run.helper_pids, report)
+    ds, recovery = final_open(run, report)
     check_nothing_locked(ds, report)
     restored, unfinished = check_snapshots(ds, ops, tmp_path / "scratch", report)
     later = check_later_backups(ds, tmp_path / "scratch", run.counter, report)
@@ -609,7 +1013,7 @@ def test_stress_real_processes(tmp_path: Path, stress_seconds: float,
                f"({WORKERS} at a time), {len(ops)} operations, {restored} snapshots restored "
                f"at the end ({unfinished} unfinished left by kills), {later} later backups, "
                f"{time.monotonic() - started:.1f} s\n"
-               f"{table}")
+               f"{table}\n{recovery}")
     for note in report.notes:
         summary += f"\nnote: {note}"
     print(summary)
@@ -626,6 +1030,8 @@ def test_stress_real_processes(tmp_path: Path, stress_seconds: float,
     assert sum(busy.values()) >= 5 and len(busy) >= 3, f"too little contention: {busy}"
     assert any(k.in_flight for k in run.kills), \
         f"no kill caught an operation in flight: {run.kills}"
+    assert any(k.in_flight in MOVES for k in run.kills), \
+        f"no kill caught a move in flight: {run.kills}"
     assert restored > 0, "no snapshot survived to be restored at the end"
 
 
@@ -653,3 +1059,49 @@ def test_listing_skips_groups_that_vanish_meanwhile(tmp_path: Path) -> None:
     cycles = int(out)
     assert cycles > 10, f"the group was created and deleted only {cycles} times"
     assert not failures, f"{sum(failures.values())} of {listings} listings failed: {failures}"
+
+
+def test_fate_tries_every_order() -> None:
+    """The model behind the stress test's accounting, on hand-made ledgers."""
+    group = "host/g1"
+
+    def op(kind: str, t0: int, t1: int, outcome: str | None = "ok", **args: Any) -> Op:
+        made = Op(0, 0, 0, kind, args, 0.0, t0)
+        if outcome is None:
+            made.killed_at = t1
+        else:
+            made.t1, made.outcome = t1, outcome
+        return made
+
+    def places(*others: Op, made: Op | None = None) -> set[str]:
+        made = made or op("backup", 0, 10, ns="a", group=group, time=1)
+        fate = Fate(made, Acts([Act.of(o) for o in others]))
+        return {"GONE" if ns is None else str(ns) + ("~" if damaged else "")
+                for ns, damaged in fate.final}
+
+    a_to_d = op("move-ns", 20, 30, ns="a", target="d")
+    assert places() == {"a"}
+    assert places(a_to_d) == {"d"}
+    assert places(op("move-ns", 5, 30, ns="a", target="d")) == {"a", "d"}  # before it existed?
+    assert places(op("move-ns", 5, 8, ns="a", target="d")) == {"a", "d"}  # before its end line
+    assert places(op("move-ns", -5, -1, ns="a", target="d")) == {"a"}
+    assert places(a_to_d, op("move-group", 25, 35, ns="a", group=group, target="e")) == \
+        {"d", "e"}  # either order
+    assert places(op("move-ns", 20, 30, None, ns="a", target="d")) == {"a", "d"}  # killed
+    # killed long before: completed by any later open
+    assert places(op("move-ns", 20, 30, ns="a", target="e"),
+                  op("move-ns", -900, -800, None, ns="a", target="d")) == {"d", "e"}
+    assert places(a_to_d, op("delete-ns", 40, 50, ns="d")) == {"GONE"}
+    assert places(a_to_d, op("delete-ns", 25, 50, ns="a")) == {"GONE", "d"}
+    assert places(op("delete-group", 20, 30, None, ns="a", group=group)) == \
+        {"GONE", "a", "a~"}  # a killed delete: maybe not, maybe half
+    assert places(a_to_d, op("move-ns", 40, 50, ns="d", target="e"),
+                  op("move-ns", 60, 70, ns="e", target="a")) == {"a"}
+    deep = op("backup", 0, 10, ns="a/b", group=group, time=1)
+    assert places(op("move-ns", 20, 30, ns="a", target="d", max_depth=0), made=deep) == {"a/b"}
+    assert places(op("move-ns", 20, 30, ns="a", target="d", max_depth=1), made=deep) == {"d/b"}
+    wrong = op("forget", 40, 50, ns="a", group=group, time=1)
+    fate = Fate(op("backup", 0, 10, ns="a", group=group, time=1),
+                Acts([Act.of(a_to_d), Act.of(wrong)]))
+    assert [a.op for a in fate.forgot_elsewhere] == [wrong]  # it was in 'd' by then
+

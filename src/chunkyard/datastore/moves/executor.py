@@ -50,20 +50,27 @@ def execute(ds: Datastore, session: LockSession, plan: MovePlan, *,
         raise AssertionError("a plan with conflicts must not run")
     journal.append(ds, session, destinations(plan))
     fault_point("move.journaled")
+    resumed = intent is not None
     if intent is None:
         intent = intents.write(ds, plan)
     try:
-        _run_steps(ds, session, plan, progress, intent)
+        _run_steps(ds, session, plan, progress, intent, resumed)
     finally:
         intents.release(intent)
 
 
 def _run_steps(ds: Datastore, session: LockSession, plan: MovePlan,
-               progress: Progress | None, intent: intents.Intent) -> None:
+               progress: Progress | None, intent: intents.Intent, resumed: bool) -> None:
     fault_point("move.intent-written")
-    total = len(plan.steps)
-    for done, step in enumerate(plan.steps, 1):
-        warning = apply_step(ds, step)
+    steps = still_needed(ds, plan) if resumed else plan.steps
+    total = len(steps)
+    for done, step in enumerate(steps, 1):
+        try:
+            warning = apply_step(ds, step)
+        except NotFound as e:
+            if not resumed:
+                raise
+            warning = f"skipped {step.op}: {e}"  # changed by others since the mover died
         if warning:
             plan.warnings.append(warning)
         if progress is not None:
@@ -98,6 +105,52 @@ def destinations(plan: MovePlan) -> list[str]:
         else:
             out.append(namespace_key(ns))
     return out
+
+
+def still_needed(ds: Datastore, plan: MovePlan) -> list[Step]:
+    """The steps of an interrupted plan that still apply to the tree as it is now.
+
+    Its locks died with its mover, so others may have changed the tree before the plan is
+    completed: a rename whose source is gone (forgotten, deleted, moved away) is dropped with
+    a warning, and a namespace is created only if a remaining rename goes into it, so a
+    target deleted since is not brought back empty.
+    """
+    live: list[Step] = []
+    for step in plan.steps:
+        state = _rename_state(ds, step)
+        if state == "done":
+            continue
+        if state == "gone":
+            plan.warnings.append(f"skipped {step.op} of {_what(step)}: it is gone since the "
+                                 "move was interrupted")
+            continue
+        live.append(step)
+    into = {s.dst for s in live if s.op in (RENAME_NS, RENAME_GROUP, RENAME_SNAPSHOT)}
+    needed = {a for d in into if d is not None for a in [d, *d.ancestors()]}
+    return [s for s in live if s.op != MKDIR_NS or s.dst in needed]
+
+
+def _rename_state(ds: Datastore, step: Step) -> str:
+    """'todo', 'done' (the destination exists) or 'gone' (neither exists); 'todo' for steps
+    that are not renames."""
+    src, dst, group, snap = step.src, step.dst, step.group, step.snapshot
+    if src is None or dst is None:
+        return "todo"
+    if step.op == RENAME_NS:
+        there, here = ds.namespace_exists(dst), ds.namespace_exists(src)
+    elif step.op == RENAME_GROUP and group is not None:
+        there, here = ds.group_exists(dst, group), ds.group_exists(src, group)
+    elif step.op == RENAME_SNAPSHOT and snap is not None:
+        there, here = ds.snapshot_exists(dst, snap), ds.snapshot_exists(src, snap)
+    else:
+        return "todo"
+    return "done" if there else "todo" if here else "gone"
+
+
+def _what(step: Step) -> str:
+    thing = step.snapshot or step.group
+    where = f"'{step.src.display()}'" if step.src is not None else ""
+    return f"{thing} in {where}" if thing is not None else where
 
 
 def apply_step(ds: Datastore, step: Step) -> str | None:

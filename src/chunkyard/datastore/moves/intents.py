@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.layout import MOVE_INTENT_DIR as INTENT_DIR
 from chunkyard.datastore.moves.plan import MovePlan
-from chunkyard.errors import DatastoreError, FormatError, NotFound
+from chunkyard.errors import AlreadyExists, DatastoreError, FormatError, NotFound
 
 SUFFIX = ".json"
 MAX_INTENT_SIZE = 256 * 1024 * 1024
@@ -42,14 +42,15 @@ def write(ds: Datastore, plan: MovePlan) -> Intent:
     """Persist `plan` and hold its intent (the mover's flock)."""
     name = f"{time.time_ns()}-{os.getpid()}{SUFFIX}"
     data = json.dumps(plan.to_intent(), separators=(",", ":")).encode()
-    for attempt in range(3):
-        ds.backend.mkdir(INTENT_DIR, exist_ok=True)
+    for attempt in range(10):
         try:
+            ds.backend.mkdir(INTENT_DIR, exist_ok=True)
             ds.backend.write_atomic(f"{INTENT_DIR}/{name}", data, fsync=True,
                                     tmp_name=_tmp_name(name))
             break
-        except NotFound:  # another move's `remove` took the empty directory meanwhile
-            if attempt == 2:
+        except (NotFound, AlreadyExists):
+            # another move's `remove` (or a recovery) took the empty directory meanwhile
+            if attempt == 9:
                 raise
     intent = _flock(ds, name, blocking=True)  # a recovery may hold it for a moment
     if intent is None:
