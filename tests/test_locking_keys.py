@@ -101,11 +101,16 @@ def test_over_long_group_names_are_hashed_and_stay_apart(tmp_path: Path) -> None
     g1_ga = os.path.basename(m.lock_file_path(LockKey.group_access(AB, g1)))
     assert n1.startswith("sn-" + g1_ga[3:] + "-")
     # And they really work as lock files.
+    g2_ga = "ga-" + n2[3:].rsplit("-", 1)[0]
     with m.session() as s:
-        s.snapshot(AB, BackupDir(g1, 5), Mode.EXCLUSIVE).release()
+        guard = s.snapshot(AB, BackupDir(g1, 5), Mode.EXCLUSIVE)
+        assert sorted(os.listdir(m.namespace_lock_dir(AB))) == sorted(["ns", g1_ga, n1])
+        guard.release()
         s.snapshot(AB, BackupDir(g2, 5), Mode.EXCLUSIVE)
-    assert sorted(os.listdir(m.namespace_lock_dir(AB))) == sorted(
-        ["ns", g1_ga, "ga-" + n2[3:].rsplit("-", 1)[0], n1, n2])
+        assert sorted(os.listdir(m.namespace_lock_dir(AB))) == sorted(
+            ["ns", g1_ga, g2_ga, n2])
+    # Snapshot lock files go with their last holder; group and namespace ones stay.
+    assert sorted(os.listdir(m.namespace_lock_dir(AB))) == sorted(["ns", g1_ga, g2_ga])
 
 
 @settings(max_examples=200, deadline=None)

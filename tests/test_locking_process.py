@@ -130,6 +130,21 @@ def busy(manager: LockManager, method: str, *args: Any, wait: float = 0.0) -> Lo
     return info.value
 
 
+def test_the_last_holder_of_a_snapshot_lock_removes_its_file(
+        manager: LockManager, holder: Holder) -> None:
+    """A reader that is not the last one leaves the file for the others; the last one (here
+    the other process) removes it, and a newcomer meanwhile is never locked out."""
+    path = manager.lock_file_path(LockKey.snapshot(ABC, SNAP))
+    index = holder.call("snapshot", ABC, SNAP, S)
+    with manager.session("reader") as s:
+        s.snapshot(ABC, SNAP, S)
+    assert os.path.exists(path), "another process still holds it"
+    holder.release(index)
+    assert not os.path.exists(path), "its last holder removed it"
+    free(manager, "snapshot", ABC, SNAP, X)  # a fresh file, lockable at once
+    assert not os.path.exists(path)
+
+
 def busy_in(holder: Holder, method: str, *args: Any) -> str:
     """The LockBusy message another process got."""
     with pytest.raises(AssertionError, match="LockBusy") as info:

@@ -22,7 +22,7 @@ from chunkyard.client.progress import NullReporter, Reporter
 from chunkyard.client.tar_archive import write_tar
 from chunkyard.client.tree import start_size_estimate
 from chunkyard.datastore.datastore import Datastore, SnapshotInfo
-from chunkyard.datastore.locking import LockKey, LockSession, Mode
+from chunkyard.datastore.locking import LockSession, Mode
 from chunkyard.errors import ChunkyardError, DatastoreError
 from chunkyard.formats.blob import encode_blob
 from chunkyard.formats.chunker import DEFAULT_AVG, FIXED_CHUNK_SIZE, Chunker, split_fixed
@@ -318,11 +318,6 @@ class _BackupRun:
         try:
             self.ds.write_manifest(req.namespace, self.snapshot, manifest)
             self.ds.sync_after_backup()
-            # The snapshot is complete and we hold SN X and MF X: their lock files go now
-            # (rule 4), so finished backups leave no per-snapshot lock files behind and a
-            # later move or delete of the namespace has none to unlink.
-            session.unlink_lock_file(LockKey.manifest(req.namespace, self.snapshot))
-            session.unlink_lock_file(LockKey.snapshot(req.namespace, self.snapshot))
         finally:
             guard.release()
 

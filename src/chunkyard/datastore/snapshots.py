@@ -7,7 +7,7 @@ manifest lock). Notes: NS S, GA S, MF X (an update of the manifest's unprotected
 from __future__ import annotations
 
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking import MANIFEST_WAIT, LockBusy, LockKey, LockSession, Mode
+from chunkyard.datastore.locking import MANIFEST_WAIT, LockBusy, LockSession, Mode
 from chunkyard.errors import DatastoreError
 from chunkyard.names import BackupDir, BackupGroup, BackupNamespace
 
@@ -29,9 +29,7 @@ def destroy_snapshot_locked(ds: Datastore, session: LockSession, ns: BackupNames
         with session.manifest(ns, snap):
             if ds.is_protected(ns, snap):
                 raise DatastoreError(f"snapshot {snap} is protected")
-            ds.remove_snapshot_dir(ns, snap)
-            session.unlink_lock_file(LockKey.manifest(ns, snap))
-            session.unlink_lock_file(LockKey.snapshot(ns, snap))
+            ds.remove_snapshot_dir(ns, snap)  # releasing SN and MF removes their lock files
 
 
 def remove_group_if_empty(ds: Datastore, ns: BackupNamespace, group: BackupGroup) -> None:

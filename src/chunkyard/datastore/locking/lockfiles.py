@@ -112,6 +112,30 @@ def flock_release(fd: int) -> None:
     os.close(fd)
 
 
+def release_and_remove_if_last(fd: int, path: str) -> None:
+    """Release a lock and, if no other process holds it, unlink its file (rule 4).
+
+    Taking the lock exclusively without waiting succeeds only when nobody else holds it; the
+    file is then unlinked as its sole (exclusive) holder, provided the path still names our
+    inode. Anyone who opened the old file meanwhile notices the unlink after their flock (the
+    double-stat of `flock_acquire`) and retries on a fresh file. For per-snapshot locks: a
+    snapshot read or written once would otherwise leave its lock file until reboot.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        st = os.fstat(fd)
+        try:
+            cur = os.stat(path)
+        except FileNotFoundError:
+            cur = None
+        if cur is not None and (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
+            os.unlink(path)
+    except OSError:
+        pass  # someone else holds it (or it is gone): they will release it
+    finally:
+        flock_release(fd)
+
+
 def unlink_quietly(path: str) -> bool:
     """Unlink a lock file; True if it existed."""
     try:

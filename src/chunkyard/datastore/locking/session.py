@@ -50,6 +50,7 @@ from chunkyard.datastore.locking.keys import (
 from chunkyard.datastore.locking.lockfiles import (
     flock_acquire,
     flock_release,
+    release_and_remove_if_last,
     remove_lock_dir,
     unlink_quietly,
 )
@@ -60,6 +61,11 @@ from chunkyard.names import BackupDir, BackupGroup, BackupNamespace
 
 S = Mode.SHARED
 X = Mode.EXCLUSIVE
+# Per-snapshot locks: released by their last holder, the file goes too, so snapshots that were
+# backed up or read leave no lock files behind, and moving or deleting a namespace has none
+# to unlink however many snapshots it holds. Namespace and group lock files stay (bounded by
+# the namespaces and groups; removing those too measured ~20 us more per backup session).
+_REMOVED_WHEN_FREE = frozenset({LockKind.SN, LockKind.MF})
 NAMESPACES_DIR = "ns"
 
 
@@ -230,7 +236,7 @@ class LockSession:
         try:
             if self._pid == os.getpid():  # a forked child's copies were closed at fork
                 for key in reversed(list(self._held)):
-                    self._release(self._held.pop(key))
+                    self._release(key, self._held.pop(key))
             self._held.clear()
         finally:
             if self._threads:
@@ -505,13 +511,14 @@ class LockSession:
             held.refs -= 1
             if held.refs <= 0:
                 del self._held[k]
-                self._release(held)
+                self._release(k, held)
 
-    @staticmethod
-    def _release(held: _Held) -> None:
+    def _release(self, key: LockKey, held: _Held) -> None:
         h = held.handle
-        if isinstance(h, int):
+        if not isinstance(h, int):
+            h.release()
+        elif key.kind in _REMOVED_WHEN_FREE:
+            release_and_remove_if_last(h, self.manager.lock_file_path(key))
+        else:
             with contextlib.suppress(OSError):
                 flock_release(h)
-        else:
-            h.release()

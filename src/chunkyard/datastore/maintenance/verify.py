@@ -44,7 +44,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking import LockBusy, LockKey, LockSession, Mode
+from chunkyard.datastore.locking import LockBusy, LockSession, Mode
 from chunkyard.datastore.locking.tasks import new_task_upid
 from chunkyard.errors import ChunkyardError, FormatError, InvalidName, NotFound
 from chunkyard.formats.blob import blob_kind, decode_blob, verify_crc
@@ -384,7 +384,6 @@ class VerifyWorker:
                 current = self.ds.load_manifest(ns, snap)
                 current.unprotected["verify_state"] = {"upid": self.upid, "state": state}
                 self.ds.write_manifest(ns, snap, current)
-                session.unlink_lock_file(LockKey.manifest(ns, snap))  # done: leave none
         except (ChunkyardError, OSError) as e:
             result.outcome = Outcome.FAILED
             result.errors.append(f"manifest update error: {e}")
