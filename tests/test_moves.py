@@ -23,6 +23,9 @@ from chunkyard.client.restore import RestoreRequest, run_restore
 from chunkyard.datastore import groups, namespaces, snapshots
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.locking import LockBusy, LockKey
+from chunkyard.datastore.maintenance.prune import prune_group
+from chunkyard.datastore.maintenance.prune_rules import KeepOptions
+from chunkyard.datastore.maintenance.verify import Outcome, SkipReason, run_verify
 from chunkyard.datastore.moves import (
     MoveConflict,
     journal,
@@ -509,12 +512,17 @@ def test_nothing_can_start_inside_a_namespace_being_moved(
         "restore": lambda: run_restore(ds, RestoreRequest(ns("a"), BackupDir(VM, T0),
                                                           "root.tar", str(src) + "-r")),
         "backup into the new target": lambda: backup(ds, src, "t", VM, T0 + 7),
+        "prune": lambda: prune_group(ds, ns("a/b"), CT, KeepOptions(last=1)),
     }
     for what, attempt in attempts.items():
         with pytest.raises(LockBusy) as err:
             attempt()
         assert f"pid {pid} " in str(err.value), what
         assert "move namespace 'a' to 't'" in str(err.value), what
+    # verify skips what it cannot lock (PBS: "SKIPPED ... could not acquire snapshot lock")
+    report = run_verify(ds, authid="root@pam", ns=ns("a"))
+    assert report.snapshots and all((r.outcome, r.reason) == (Outcome.SKIPPED, SkipReason.BUSY)
+                                    for r in report.snapshots)
     os.kill(pid, signal.SIGCONT)
     out, errors = frozen_mover.communicate(timeout=30)
     assert frozen_mover.returncode == 0, errors
