@@ -306,7 +306,7 @@ def test_list_filters_and_paging(manager: TaskManager) -> None:
         assert upids(userfilter="!tok") == [done[3]]
         assert upids(typefilter="verif") == [running, done[4], done[1]]
         assert upids(store="store2") == [done[4], done[2]]
-        assert upids(store="store1") == [running, done[5], done[3], done[1], done[0]]
+        assert upids(store="store1") == [running, done[6], done[5], done[3], done[1], done[0]]
         start = Upid.parse(done[0]).starttime
         assert upids(since=start + 3600) == []
         assert len(upids(since=start, until=start + 3600)) == 8

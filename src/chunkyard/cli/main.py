@@ -12,7 +12,13 @@ from typing import Annotated
 
 import typer
 
-from chunkyard.cli import gc_commands, move_commands, prune_commands, verify_commands
+from chunkyard.cli import (
+    gc_commands,
+    move_commands,
+    prune_commands,
+    serve_commands,
+    verify_commands,
+)
 from chunkyard.cli.context import (
     UsageError,
     key_password,
@@ -52,6 +58,7 @@ move_commands.register(group_app, namespace_app)
 verify_commands.register(app)
 prune_commands.register(app)
 gc_commands.register(app)
+serve_commands.register(app)
 
 # -- datastore ------------------------------------------------------------------------------
 @datastore_app.command("create")

@@ -26,7 +26,8 @@ _NS = rf"{SAFE_ID}(?:/{SAFE_ID})*"
 _SYNC_JOB_RE = re.compile(rf"^({SAFE_ID}|\-):({SAFE_ID}):({SAFE_ID})(?::({_NS}))?:")
 # Worker types whose id is `<store>` or `<store>:...` (PBS's list, plus chunkyard's own
 # datastore tasks: add a type here when a new one gets a `<store>:...` worker id).
-STORE_PREFIXED_TYPES = frozenset({"prune", "prunejob", "backup", "garbage_collection"})
+STORE_PREFIXED_TYPES = frozenset({"prune", "prunejob", "backup", "garbage_collection",
+                                  "move-group", "move-namespace"})
 
 
 def check_job_store(upid: Upid, store: str) -> bool:

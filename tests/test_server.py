@@ -1,0 +1,485 @@
+"""The REST API through a real HTTP client against a real `chunkyard serve` process.
+
+One server (plain HTTP on loopback, a sparse default datastore, no failed-auth delay) serves
+most tests; shutdown and HTTPS start their own. Before it starts, the data directory gets
+the embedded default plus a few users, a token and backups made with the library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chunkyard.config import ConfigDir
+from chunkyard.config.accounts import create_token, set_password
+from chunkyard.config.section import Section
+from chunkyard.datastore.datastore import Datastore
+from chunkyard.names import Authid, BackupGroup, BackupType
+from chunkyard.server.state import DataDir, ensure_defaults
+from tests.store_helpers import T0, backup, make_namespaces
+
+PASSWORD = "correct horse battery"
+API = "/api2/json"
+JSON_TYPE = "application/json;charset=UTF-8"
+VM100 = BackupGroup(BackupType.VM, "100")
+CT200 = BackupGroup(BackupType.CT, "200")
+HOST1 = BackupGroup(BackupType.HOST, "web1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    base: str
+    data: Path
+    out: Path
+
+    def output(self) -> str:
+        return self.out.read_text()
+
+
+def start_server(data: Path, *extra: str, http: bool = True,
+                 env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    out = data.parent / f"{data.name}.out"
+    args = [sys.executable, "-m", "chunkyard.cli.main", "serve", "--data-dir", str(data),
+            "--listen", f"127.0.0.1:{port}", "--sparse-datastore",
+            "--auth-failure-delay", "0", *extra]
+    if http:
+        args.append("--http")
+    environ = {**os.environ, "CHUNKYARD_ADMIN_PASSWORD": PASSWORD, **(env or {})}
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=environ)
+    scheme = "http" if http else "https"
+    server = Server(proc, f"{scheme}://127.0.0.1:{port}", data, out)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {server.output()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return server
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"server did not start: {server.output()}")
+
+
+def stop(server: Server) -> int:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+    return server.proc.wait(timeout=30)
+
+
+def prepare(data: Path, src: Path) -> dict[str, str]:
+    """The embedded default, then users, a token, ACLs and backups; returns the secrets."""
+    ensure_defaults(DataDir(str(data)), sparse=True,
+                    environ={"CHUNKYARD_ADMIN_PASSWORD": PASSWORD})
+    cfg = ConfigDir(data / "etc")
+
+    def users(config: Any) -> None:
+        for name in ("audit@pbs", "nobody@pbs", "backup@pbs"):
+            config.add(Section("user", name, {}))
+
+    cfg.update_user(users)
+    for name in ("audit@pbs", "nobody@pbs", "backup@pbs"):
+        set_password(cfg, Authid.parse(name), PASSWORD)
+
+    def acl(config: Any) -> None:
+        config.insert("/datastore/store1", "audit@pbs", "DatastoreAudit", True)
+        config.insert("/datastore/store1", "backup@pbs", "DatastoreBackup", True)
+        config.insert("/", "admin@pbs!tok", "Admin", True)
+
+    cfg.update_acl(acl)
+    secret = create_token(cfg, Authid.parse("admin@pbs!tok"))
+    src.mkdir()
+    (src / "file.txt").write_text("hello\n")
+    ds = Datastore.open(str(data / "store1"))
+    make_namespaces(ds, "a", "a/b", "c")
+    backup(ds, src, "", VM100, T0)
+    backup(ds, src, "", VM100, T0 + 60)
+    backup(ds, src, "", CT200, T0)
+    backup(ds, src, "a", HOST1, T0)
+    return {"token": f"admin@pbs!tok:{secret}"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+    root = tmp_path_factory.mktemp("server")
+    secrets = prepare(root / "data", root / "src")
+    srv = start_server(root / "data")
+    try:
+        yield srv, secrets
+    finally:
+        assert stop(srv) == 0, srv.output()
+        assert "Traceback" not in srv.output()  # no request ended in an internal error
+
+
+@dataclass
+class Api:
+    client: httpx.Client
+    csrf: str = ""
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return self.client.get(API + path, params=params)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
+        headers = {"CSRFPreventionToken": self.csrf} if self.csrf else {}
+        return self.client.post(API + path, data=data, headers=headers, **kw)
+
+    def delete(self, path: str, **params: Any) -> httpx.Response:
+        headers = {"CSRFPreventionToken": self.csrf} if self.csrf else {}
+        return self.client.delete(API + path, params=params, headers=headers)
+
+
+def login(base: str, user: str = "admin@pbs", password: str = PASSWORD) -> Api:
+    client = httpx.Client(base_url=base, timeout=30)
+    r = client.post(API + "/access/ticket", data={"username": user, "password": password})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["username"] == user
+    assert data["ticket"].startswith(f"PBS:{user}:")
+    client.cookies.set("PBSAuthCookie", data["ticket"])
+    return Api(client, data["CSRFPreventionToken"])
+
+
+@pytest.fixture(scope="module")
+def admin(server: tuple[Server, dict[str, str]]) -> Api:
+    return login(server[0].base)
+
+
+def data_of(r: httpx.Response) -> Any:
+    assert r.status_code == 200, f"{r.status_code}: {r.text}"
+    assert r.headers["content-type"] == JSON_TYPE
+    return r.json()["data"]
+
+
+def error_of(r: httpx.Response, status: int) -> str:
+    assert r.status_code == status, f"{r.status_code}: {r.text}"
+    assert r.headers["content-type"] == JSON_TYPE
+    return r.text
+
+
+def wait_task(api: Api, upid: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        status = data_of(api.get(f"/nodes/localhost/tasks/{upid}/status"))
+        if status["status"] == "stopped" or time.monotonic() > deadline:
+            return dict(status)
+        time.sleep(0.05)
+
+
+# -- authentication -------------------------------------------------------------------------
+
+
+def test_version_needs_authentication(server: tuple[Server, dict[str, str]],
+                                      admin: Api) -> None:
+    base = server[0].base
+    r = httpx.get(base + API + "/version")
+    assert error_of(r, 401) == "authentication failure"
+    data = data_of(admin.get("/version"))
+    assert set(data) == {"version", "release", "repoid"}
+    assert json.loads(admin.get("/version").content) == {"data": data}
+
+
+def test_login_failures_and_rate_limit(server: tuple[Server, dict[str, str]]) -> None:
+    base = server[0].base + API + "/access/ticket"
+    assert error_of(httpx.post(base, data={"username": "admin@pbs", "password": "nope"}),
+                    401) == "authentication failure"
+    error_of(httpx.post(base, data={"username": "admin@pbs"}), 400)
+    for _ in range(5):
+        error_of(httpx.post(base, data={"username": "ghost@pbs", "password": "x"}), 401)
+    assert "too many failed login" in error_of(
+        httpx.post(base, data={"username": "ghost@pbs", "password": "x"}), 429)
+    # the JSON form works too, and renewing with the ticket as password
+    r = httpx.post(base, json={"username": "admin@pbs", "password": PASSWORD})
+    ticket = data_of(r)["ticket"]
+    assert data_of(httpx.post(base, json={"username": "admin@pbs", "password": ticket}))
+
+
+def test_csrf_token_required_for_ticket_writes(admin: Api) -> None:
+    no_csrf = Api(admin.client, "")
+    error_of(no_csrf.post("/admin/datastore/store1/namespace", {"name": "csrf"}), 401)
+    bad = Api(admin.client, admin.csrf[:-2] + "AA")
+    error_of(bad.post("/admin/datastore/store1/namespace", {"name": "csrf"}), 401)
+    assert data_of(admin.post("/admin/datastore/store1/namespace", {"name": "csrf"})) == "csrf"
+    data_of(admin.delete("/admin/datastore/store1/namespace", ns="csrf"))
+
+
+def test_api_token(server: tuple[Server, dict[str, str]]) -> None:
+    srv, secrets = server
+    client = httpx.Client(base_url=srv.base, timeout=30,
+                          headers={"Authorization": f"PBSAPIToken={secrets['token']}"})
+    api = Api(client)
+    assert [d["store"] for d in data_of(api.get("/admin/datastore"))] == ["store1"]
+    assert data_of(api.post("/admin/datastore/store1/namespace", {"name": "tok"})) == "tok"
+    data_of(api.delete("/admin/datastore/store1/namespace", ns="tok"))
+    spaced = httpx.get(srv.base + API + "/version",
+                       headers={"Authorization": f"PBSAPIToken {secrets['token']}"})
+    data_of(spaced)
+    wrong = httpx.get(srv.base + API + "/version",
+                      headers={"Authorization": "PBSAPIToken=admin@pbs!tok:" + "0" * 36})
+    error_of(wrong, 401)
+    garbage = httpx.get(srv.base + API + "/version",
+                        headers={"Authorization": "PBSAPIToken=../../etc:x"})
+    error_of(garbage, 401)
+    error_of(httpx.get(srv.base + API + "/version",
+                       headers={"Cookie": "PBSAuthCookie=PBS:admin@pbs:00000000::AAAA"}), 401)
+
+
+# -- parameters and envelope ----------------------------------------------------------------
+
+
+def test_parameter_rules(server: tuple[Server, dict[str, str]], admin: Api) -> None:
+    text = error_of(admin.get("/admin/datastore/store1/groups", bogus="1"), 400)
+    assert text.startswith("parameter verification errors")
+    assert "parameter 'bogus': schema does not allow additional properties." in text
+    data_of(admin.get("/admin/datastore/store1/groups", _dc="12345"))
+    rows = data_of(admin.get("/nodes/localhost/tasks", running="YES"))
+    assert isinstance(rows, list)
+    assert "boolean" in error_of(admin.get("/nodes/localhost/tasks", running="maybe"), 400)
+    assert "parameter 'limit'" in error_of(admin.get("/nodes/localhost/tasks", limit="-1"),
+                                           400)
+    path = API + "/admin/datastore/store1/namespace"
+    # a JSON body ignores the query string; a form body merges it
+    r = admin.client.post(path + "?name=fromquery", json={"name": "fromjson"},
+                          headers={"CSRFPreventionToken": admin.csrf})
+    assert data_of(r) == "fromjson"
+    r = admin.client.post(path + "?parent=fromjson", data={"name": "x"},
+                          headers={"CSRFPreventionToken": admin.csrf})
+    assert data_of(r) == "fromjson/x"
+    data_of(admin.delete("/admin/datastore/store1/namespace", ns="fromjson"))
+    r = admin.client.post(path, content=b"name=y", headers={
+        "CSRFPreventionToken": admin.csrf, "Content-Type": "text/plain"})
+    assert "unsupported content type" in error_of(r, 400)
+    r = admin.client.post(path, content=b"{", headers={
+        "CSRFPreventionToken": admin.csrf, "Content-Type": "application/json"})
+    error_of(r, 400)
+    r = admin.client.post(path, content=b"x" * (512 * 1024 + 1), headers={
+        "CSRFPreventionToken": admin.csrf,
+        "Content-Type": "application/x-www-form-urlencoded"})
+    error_of(r, 413)
+    error_of(admin.post("/admin/datastore/store1/namespace", {"name": ["a", "b"]}), 400)
+    assert error_of(admin.get("/no/such/path"), 404).startswith("Path '")
+    error_of(admin.client.put(API + "/version", headers={"CSRFPreventionToken": admin.csrf}),
+             501)
+
+
+HOSTILE = ["..", "../etc", "a/../b", "/etc", ".hidden", "a\x00b", "a\nb", "x" * 300, "%2e%2e",
+           "a//b", "ns/a", "-a", " a"]
+
+
+def test_hostile_names(admin: Api) -> None:
+    for bad in HOSTILE:
+        for path in (f"/admin/datastore/{bad}/groups", f"/admin/datastore/{bad}/namespace",
+                     f"/nodes/localhost/tasks/UPID:{bad}/status"):
+            if bad.isprintable():  # httpx refuses control characters in a path
+                r = admin.client.get(API + path.replace("%", "%25"))
+                assert r.status_code in (400, 404), (bad, r.status_code, r.text)
+        if bad in ("a//b", "ns/a"):  # valid syntax for a namespace ("ns" is a name)
+            continue
+        error_of(admin.get("/admin/datastore/store1/groups", ns=bad), 400)
+        error_of(admin.get("/admin/datastore/store1/snapshots", **{"backup-id": bad}), 400)
+        error_of(admin.post("/admin/datastore/store1/namespace", {"name": bad}), 400)
+        error_of(admin.delete("/admin/datastore/store1/namespace", ns=bad or "x"), 400)
+        error_of(admin.post("/admin/datastore/store1/move-group", {
+            "backup-type": "vm", "backup-id": bad}), 400)
+    error_of(admin.get("/admin/datastore/store1/snapshots", **{"backup-type": "pc"}), 400)
+    error_of(admin.get("/nodes/bad_node!/tasks"), 400)
+
+
+# -- datastore endpoints --------------------------------------------------------------------
+
+
+def test_listings(admin: Api) -> None:
+    stores = data_of(admin.get("/admin/datastore"))
+    assert stores == [{"store": "store1", "mount-status": "nonremovable",
+                       "backend-type": "filesystem"}]
+    groups = data_of(admin.get("/admin/datastore/store1/groups"))
+    by_name = {f"{g['backup-type']}/{g['backup-id']}": g for g in groups}
+    assert by_name["vm/100"]["backup-count"] == 2
+    assert by_name["vm/100"]["last-backup"] == T0 + 60
+    assert by_name["vm/100"]["owner"] == "root@pam"
+    snaps = data_of(admin.get("/admin/datastore/store1/snapshots",
+                              **{"backup-type": "vm", "backup-id": "100"}))
+    assert [s["backup-time"] for s in snaps] == [T0, T0 + 60]
+    assert "index.json.blob" in {f["filename"] for f in snaps[0]["files"]}
+    cts = data_of(admin.get("/admin/datastore/store1/snapshots", **{"backup-type": "ct"}))
+    assert {s["backup-id"] for s in cts} == {"200"}
+    in_a = data_of(admin.get("/admin/datastore/store1/groups", ns="a"))
+    assert [g["backup-id"] for g in in_a] == ["web1"]
+    nss = [n["ns"] for n in data_of(admin.get("/admin/datastore/store1/namespace"))]
+    assert nss[0] == "" and {"a", "a/b", "c"} <= set(nss)
+    assert [n["ns"] for n in data_of(admin.get("/admin/datastore/store1/namespace",
+                                               parent="a", **{"max-depth": "0"}))] == ["a"]
+    assert "no such datastore" in error_of(admin.get("/admin/datastore/nope/groups"), 404)
+    error_of(admin.get("/admin/datastore/store1/groups", ns="missing"), 404)
+    error_of(admin.get("/admin/datastore/store1/namespace", parent="missing"), 404)
+    error_of(admin.get("/admin/datastore/store1/namespace", **{"max-depth": "8"}), 400)
+
+
+def test_namespace_create_and_delete(admin: Api) -> None:
+    ns = "/admin/datastore/store1/namespace"
+    assert data_of(admin.post(ns, {"name": "n1"})) == "n1"
+    assert data_of(admin.post(ns, {"name": "n2", "parent": "n1"})) == "n1/n2"
+    assert "already exists" in error_of(admin.post(ns, {"name": "n1"}), 400)
+    error_of(admin.post(ns, {"name": "x", "parent": "nothere"}), 404)
+    error_of(admin.post(ns, {"name": "x" * 33}), 400)
+    assert data_of(admin.delete(ns, ns="n1")) == {
+        "removed-groups": 0, "protected-snapshots": 0, "removed-snapshots": 0}
+    error_of(admin.delete(ns, ns="n1"), 404)
+    error_of(admin.delete(ns), 400)  # ns is required; the root cannot be deleted anyway
+    error_of(admin.delete(ns, ns=""), 400)
+    # a namespace holding groups is kept without delete-groups (its empty child goes)
+    assert "not empty" in error_of(admin.delete(ns, ns="a"), 400)
+
+
+def test_privileges(server: tuple[Server, dict[str, str]]) -> None:
+    base = server[0].base
+    audit = login(base, "audit@pbs")
+    assert [d["store"] for d in data_of(audit.get("/admin/datastore"))] == ["store1"]
+    assert len(data_of(audit.get("/admin/datastore/store1/groups"))) >= 2
+    assert "permission" in error_of(
+        audit.post("/admin/datastore/store1/namespace", {"name": "z"}), 403)
+    error_of(audit.post("/admin/datastore/store1/move-group",
+                        {"backup-type": "vm", "backup-id": "100", "target-ns": "c"}), 403)
+    nobody = login(base, "nobody@pbs")
+    assert data_of(nobody.get("/admin/datastore")) == []
+    error_of(nobody.get("/admin/datastore/store1/groups"), 403)
+    error_of(nobody.get("/admin/datastore/nope/groups"), 403)  # not 404: existence hidden
+    error_of(nobody.get("/admin/datastore/store1/namespace"), 403)
+    error_of(nobody.get("/admin/datastore/store1/namespace", parent="missing"), 403)
+    # Backup alone: only owned groups (root@pam owns them all here)
+    backup_user = login(base, "backup@pbs")
+    assert data_of(backup_user.get("/admin/datastore/store1/groups")) == []
+    assert data_of(backup_user.get("/admin/datastore/store1/snapshots")) == []
+    # others' tasks are invisible to them
+    assert data_of(nobody.get("/nodes/localhost/tasks")) == []
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+def test_move_group_and_namespace_tasks(admin: Api) -> None:
+    r = admin.post("/admin/datastore/store1/move-group",
+                   {"backup-type": "ct", "backup-id": "200", "target-ns": "c"})
+    upid = data_of(r)
+    assert upid.startswith("UPID:") and ":move-group:" in upid
+    status = wait_task(admin, upid)
+    assert status["status"] == "stopped" and status["exitstatus"] == "OK", status
+    assert status["type"] == "move-group" and status["user"] == "admin@pbs"
+    assert status["id"] == "store1:/ct/200:c"  # PBS: "{store}:{ns}/{group}:{target}"
+    in_c = data_of(admin.get("/admin/datastore/store1/groups", ns="c"))
+    assert [g["backup-id"] for g in in_c] == ["200"]
+    r = admin.get(f"/nodes/localhost/tasks/{upid}/log", **{"test-status": "1", "limit": "0"})
+    body = r.json()
+    assert body["total"] == len(body["data"]) and body["active"] is False
+    assert body["data"][-1]["t"].endswith("TASK OK")
+    assert [line["n"] for line in body["data"]] == list(range(1, body["total"] + 1))
+
+    r = admin.post("/admin/datastore/store1/move-namespace", {"ns": "a", "target-ns": "c/a2"})
+    upid2 = data_of(r)
+    status = wait_task(admin, upid2)
+    assert status["exitstatus"] == "OK", status
+    assert status["id"] == "store1:a:c/a2"
+    nss = [n["ns"] for n in data_of(admin.get("/admin/datastore/store1/namespace"))]
+    assert "c/a2" in nss and "a" not in nss
+    assert [g["backup-id"] for g in data_of(
+        admin.get("/admin/datastore/store1/groups", ns="c/a2"))] == ["web1"]
+
+    tasks = admin.get("/nodes/localhost/tasks", limit="1")
+    assert tasks.json()["total"] >= 2 and len(tasks.json()["data"]) == 1
+    listed = {t["upid"] for t in data_of(admin.get("/nodes/localhost/tasks", limit="0"))}
+    assert {upid, upid2} <= listed
+    assert "not running" in error_of(admin.delete(f"/nodes/localhost/tasks/{upid}"), 400)
+
+    # a failing move: the task ends with the error, the API call itself succeeded
+    r = admin.post("/admin/datastore/store1/move-group",
+                   {"backup-type": "vm", "backup-id": "999", "target-ns": "c"})
+    status = wait_task(admin, data_of(r))
+    assert status["exitstatus"] not in ("OK", None) and "999" in status["exitstatus"]
+    # refused before any task: the root namespace cannot be moved
+    error_of(admin.post("/admin/datastore/store1/move-namespace",
+                        {"ns": "", "target-ns": "x"}), 400)
+    unknown = upid.replace(":move-group:", ":move-namespace:")
+    error_of(admin.get(f"/nodes/localhost/tasks/{unknown}/status"), 404)
+
+
+# -- process ----------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data")
+    api = login(srv.base)
+    data_of(api.post("/admin/datastore/store1/namespace", {"name": "kept"}))
+    assert stop(srv) == 0, srv.output()
+    assert "stopped" in srv.output()
+    leftovers = [p for p in (tmp_path / "data").rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
+    assert (tmp_path / "data" / "store1" / "ns" / "kept").is_dir()
+    # a second start keeps the configuration and prints no new password
+    again = start_server(tmp_path / "data", env={"CHUNKYARD_ADMIN_PASSWORD": ""})
+    try:
+        login(again.base)
+    finally:
+        assert stop(again) == 0
+    assert "created" not in again.output()
+
+
+def test_generated_password_printed_once(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", env={"CHUNKYARD_ADMIN_PASSWORD": ""})
+    try:
+        lines = [ln for ln in srv.output().splitlines() if "with password:" in ln]
+        assert len(lines) == 1
+        login(srv.base, password=lines[0].rsplit(": ", 1)[1])
+    finally:
+        assert stop(srv) == 0
+
+
+def test_https_fingerprint(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", http=False)
+    try:
+        printed = next(ln.split(": ", 1)[1] for ln in srv.output().splitlines()
+                       if ln.startswith("fingerprint: "))
+        host, port = srv.base.removeprefix("https://").split(":")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((host, int(port))) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        served = ":".join(f"{b:02x}" for b in hashlib.sha256(der).digest())
+        assert served == printed
+        r = httpx.get(srv.base + API + "/version", verify=False)
+        assert r.status_code == 401
+    finally:
+        assert stop(srv) == 0
+
+
+def test_http_refused_off_loopback(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "chunkyard.cli.main", "serve", "--http",
+                        "--listen", "0.0.0.0:8007", "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "loopback" in r.stderr
+    assert not (tmp_path / "d").exists()
