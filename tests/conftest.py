@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -55,3 +55,19 @@ def ds(tmp_path: Path) -> Datastore:
     from chunkyard.datastore.datastore import Datastore  # after CHUNKYARD_LOCKDEP is set
 
     return Datastore.create(str(tmp_path / "store"), sparse=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, str]]]:
+    """A real `chunkyard serve` process on a prepared data directory (tests/server_helpers)."""
+    from tests.server_helpers import running_server
+
+    yield from running_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def admin(server: tuple[Any, dict[str, str]]) -> Any:
+    """An API client logged in as admin@pbs on `server`."""
+    from tests.server_helpers import login
+
+    return login(server[0].base)
