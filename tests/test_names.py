@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -126,3 +128,16 @@ def test_authids() -> None:
     for bad in ("root", "ro ot@pam", "a@b!", "a@.b", "a:b@pam"):
         with pytest.raises(InvalidName):
             Authid.parse(bad)
+
+
+@pytest.mark.parametrize("parse, text", [
+    (BackupNamespace.parse, "a\n"), (BackupNamespace.parse, "a/b\n"),
+    (BackupGroup.parse, "vm/100\n"), (BackupDir.parse, "vm/100/2023-11-14T22:13:20Z\n"),
+    (Authid.parse, "user@pbs\n"), (Authid.parse, "user@pbs!tok\n"),
+    (validate_archive_name, "root.pxar.didx\n"),
+])
+def test_a_trailing_newline_is_never_part_of_a_valid_name(parse: Any, text: str) -> None:
+    """Python's `$` matches before a final newline (Rust's does not): names must not."""
+    with pytest.raises(InvalidName):
+        parse(text)
+    parse(text[:-1])  # and without it the name is fine

@@ -31,7 +31,7 @@ MAX_MEMORY = 64 * 1024 * 1024
 MAX_P = 4
 
 _FORMAT = re.compile(r"^\$scrypt\$ln=([0-9]{1,2}),r=([0-9]{1,2}),p=([0-9])"
-                     r"\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{43})$")
+                     r"\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{43})\Z")
 
 
 @dataclass(frozen=True)

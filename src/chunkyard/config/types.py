@@ -24,7 +24,7 @@ from chunkyard.names.patterns import SAFE_ID as _SAFE_ID_RX
 WHITE_SPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
                "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_INT_RE = re.compile(r"^[+-]?[0-9]+$")  # Rust's i64::from_str: no spaces, no underscores
+_INT_RE = re.compile(r"^[+-]?[0-9]+\Z")  # Rust's i64::from_str: no spaces, no underscores
 _I64 = (-(2**63), 2**63 - 1)
 _TRUE = frozenset({"1", "on", "yes", "true"})
 _FALSE = frozenset({"0", "off", "no", "false"})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from chunkyard.errors import InvalidName
 from chunkyard.names.patterns import SAFE_ID
 
-_AUTHID_RE = re.compile(rf"^([^\s:/\x00-\x1f\x7f]+)@({SAFE_ID})(?:!({SAFE_ID}))?$")
+_AUTHID_RE = re.compile(rf"^([^\s:/\x00-\x1f\x7f]+)@({SAFE_ID})(?:!({SAFE_ID}))?\Z")
 
 
 @dataclass(frozen=True, slots=True)

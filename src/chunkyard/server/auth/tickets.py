@@ -32,8 +32,8 @@ TICKET_LIFETIME = 2 * 3600
 CLOCK_SKEW = 300
 MAX_CREDENTIAL_LENGTH = 4096
 
-_TICKET_RE = re.compile(r"^(PBS:([^:]+):([0-9A-F]{8,16}))::([A-Za-z0-9+/]+)$")
-_CSRF_RE = re.compile(r"^([0-9A-Fa-f]{1,16}):([A-Za-z0-9+/]+)$")
+_TICKET_RE = re.compile(r"^(PBS:([^:]+):([0-9A-F]{8,16}))::([A-Za-z0-9+/]+)\Z")
+_CSRF_RE = re.compile(r"^([0-9A-Fa-f]{1,16}):([A-Za-z0-9+/]+)\Z")
 
 
 def _now(now: float | None) -> int:
