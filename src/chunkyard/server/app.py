@@ -160,6 +160,8 @@ def _route(state: ServerState, endpoint: Endpoint) -> Route:
                 log.exception("internal error in %s %s", request.method, request.url.path)
                 return error_response("internal server error", 500)
             return error_response(message, status)
+        if isinstance(result, Response):  # raw handlers (downloads) answer for themselves
+            return result
         if isinstance(result, Result):
             return json_response({"data": result.data, **result.extra})
         return json_response({"data": result})
