@@ -7,7 +7,10 @@ a secret. Verification does the same scrypt work whether or not the account exis
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
+from collections import OrderedDict
 
 from chunkyard.config.errors import ConfigError
 from chunkyard.config.hashing import hash_secret, new_token_secret, verify_secret
@@ -145,6 +148,28 @@ class ConfigAccounts:
         return verify_secret(password, stored)
 
     def verify_token_secret(self, tokenid: Authid, secret: str) -> bool:
+        """Token secrets are checked on every API call, and the memory-hard hash costs tens of
+        milliseconds; a secret verified once against the stored hash is remembered (its SHA-256,
+        keyed by that hash, so a regenerated or deleted token is checked afresh). Token secrets
+        are random UUIDs, so their SHA-256 in memory reveals nothing usable."""
         secrets, _ = self.cfg.read_token_shadow()
         stored = secrets.get(str(tokenid)) if tokenid.token is not None else None
-        return verify_secret(secret, stored)
+        if stored is None:
+            return verify_secret(secret, stored)  # the same work as a real check
+        key = (stored, hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest())
+        with _VERIFIED_LOCK:
+            if key in _VERIFIED:
+                _VERIFIED.move_to_end(key)
+                return True
+        if not verify_secret(secret, stored):
+            return False
+        with _VERIFIED_LOCK:
+            _VERIFIED[key] = None
+            while len(_VERIFIED) > _VERIFIED_MAX:
+                _VERIFIED.popitem(last=False)
+        return True
+
+
+_VERIFIED: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+_VERIFIED_LOCK = threading.Lock()
+_VERIFIED_MAX = 1024

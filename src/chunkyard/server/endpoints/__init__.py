@@ -11,6 +11,7 @@
 | `acl.py` | GET/PUT `/access/acl`, GET `/access/permissions` |
 | `config_datastore.py` | `/config/datastore` (list, create), `{name}` (GET, PUT, DELETE) |
 | `node_tasks.py` | `/nodes/{node}/tasks` (list), `{upid}/status`, `{upid}/log`, DELETE `{upid}` |
+| `../openapi.py` | `GET /openapi.json` (no authentication): this API's OpenAPI document |
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from chunkyard.server.app import Endpoint
 
 
 def all_endpoints() -> list[Endpoint]:
+    from chunkyard.server import openapi
     from chunkyard.server.endpoints import (
         access,
         acl,
@@ -33,7 +35,8 @@ def all_endpoints() -> list[Endpoint]:
 
     return [*access.ENDPOINTS, *datastore.ENDPOINTS, *moves.ENDPOINTS,
             *content.ENDPOINTS, *maintenance.ENDPOINTS, *node_tasks.ENDPOINTS,
-            *users.ENDPOINTS, *acl.ENDPOINTS, *config_datastore.ENDPOINTS]
+            *users.ENDPOINTS, *acl.ENDPOINTS, *config_datastore.ENDPOINTS,
+            *openapi.ENDPOINTS]
 
 
 __all__ = ["all_endpoints"]
