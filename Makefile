@@ -33,6 +33,7 @@ bench: $(STAMP)
 	bash scripts/install-debian-packages.sh restic borgbackup
 	$(PY) bench/run.py
 	$(PY) bench/bench_moves.py
+	$(PY) bench/bench_api.py
 
 ## The long stress run of real processes.
 stress: $(STAMP)
