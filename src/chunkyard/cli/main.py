@@ -16,6 +16,7 @@ from chunkyard.cli import (
     gc_commands,
     move_commands,
     prune_commands,
+    remote_commands,
     serve_commands,
     verify_commands,
 )
@@ -41,6 +42,7 @@ from chunkyard.cli.options import (
     parse_snapshot,
 )
 from chunkyard.cli.output import OutputFormat, emit, human_bytes
+from chunkyard.cli.target import Target, with_target
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="chunkyard: deduplicating backups in a PBS-compatible datastore.")
@@ -59,6 +61,7 @@ verify_commands.register(app)
 prune_commands.register(app)
 gc_commands.register(app)
 serve_commands.register(app)
+remote_commands.register(app)
 
 # -- datastore ------------------------------------------------------------------------------
 @datastore_app.command("create")
@@ -151,12 +154,11 @@ def restore(
 # -- listing -----------------------------------------------------------------------------
 @app.command("list")
 @one_line_errors
-def list_groups(repository: Repository = None, ns: Namespace = "",
+@with_target
+def list_groups(target: Target, ns: Namespace = "",
                 output_format: Format = OutputFormat.TEXT) -> None:
     """List backup groups of a namespace."""
-    from chunkyard.datastore.queries import group_list
-
-    rows = group_list(open_datastore(repository), parse_ns(ns))
+    rows = target.groups(parse_ns(ns))
     if output_format is OutputFormat.TEXT:
         for row in rows:
             row["group"] = f"{row['backup-type']}/{row['backup-id']}"
@@ -168,15 +170,12 @@ def list_groups(repository: Repository = None, ns: Namespace = "",
 
 @snapshot_app.command("list")
 @one_line_errors
-def snapshot_list(group: Annotated[str | None, typer.Argument(help="type/id")] = None,
-                  repository: Repository = None, ns: Namespace = "",
-                  output_format: Format = OutputFormat.TEXT) -> None:
+@with_target
+def snapshot_list(target: Target,
+                  group: Annotated[str | None, typer.Argument(help="type/id")] = None,
+                  ns: Namespace = "", output_format: Format = OutputFormat.TEXT) -> None:
     """List snapshots (of one group, or of the whole namespace)."""
-    from chunkyard.datastore.queries import snapshot_list as query
-    from chunkyard.names import BackupGroup
-
-    rows = query(open_datastore(repository), parse_ns(ns),
-                 BackupGroup.parse(group) if group else None)
+    rows = target.snapshots(parse_ns(ns), parse_group(group) if group else None)
     if output_format is OutputFormat.TEXT:
         for row in rows:
             row["snapshot"] = (f"{row['backup-type']}/{row['backup-id']}/"
@@ -196,14 +195,13 @@ def _time_str(epoch: int | None) -> str:
 # -- namespaces --------------------------------------------------------------------------
 @namespace_app.command("list")
 @one_line_errors
-def namespace_list(repository: Repository = None, ns: Namespace = "",
+@with_target
+def namespace_list(target: Target, ns: Namespace = "",
                    max_depth: Annotated[int | None,
                                         typer.Option("--max-depth", min=0, max=7)] = None,
                    output_format: Format = OutputFormat.TEXT) -> None:
     """List a namespace and its descendants (PBS: the parent itself comes first)."""
-    from chunkyard.datastore.queries import namespace_list as query
-
-    rows = query(open_datastore(repository), parse_ns(ns), 7 if max_depth is None else max_depth)
+    rows = target.namespaces(parse_ns(ns), 7 if max_depth is None else max_depth)
     if output_format is OutputFormat.TEXT:
         rows = [{"ns": row["ns"] or "<root>"} for row in rows]
     emit(rows, output_format, [("ns", "namespace")])
@@ -211,20 +209,21 @@ def namespace_list(repository: Repository = None, ns: Namespace = "",
 
 @namespace_app.command("create")
 @one_line_errors
-def namespace_create(name: Annotated[str, typer.Argument(help="Full namespace path, e.g. a/b")],
-                     repository: Repository = None, wait: Wait = 0.0) -> None:
+@with_target
+def namespace_create(target: Target,
+                     name: Annotated[str, typer.Argument(help="Full namespace path, e.g. a/b")],
+                     wait: Wait = 0.0) -> None:
     """Create a namespace; its parent must exist."""
-    from chunkyard.datastore.namespaces import create_namespace
-
-    created = create_namespace(open_datastore(repository), parse_ns(name), wait=wait)
+    created = target.create_namespace(parse_ns(name), wait)
     typer.echo(f"created namespace '{created}'")
 
 
 @namespace_app.command("delete")
 @one_line_errors
+@with_target
 def namespace_delete(
+    target: Target,
     name: Annotated[str, typer.Argument(help="Namespace to delete, e.g. a/b")],
-    repository: Repository = None,
     delete_groups: Annotated[bool, typer.Option(
         "--delete-groups", help="Also delete the groups inside (default: only empty ones).")
     ] = False,
@@ -234,12 +233,8 @@ def namespace_delete(
     wait: Wait = 0.0, output_format: Format = OutputFormat.TEXT,
 ) -> None:
     """Delete a namespace and its descendants, deepest first."""
-    from chunkyard.datastore.namespaces import delete_namespace
-
-    stats = delete_namespace(open_datastore(repository), parse_ns(name),
-                             delete_groups=delete_groups,
-                             error_on_protected=error_on_protected, wait=wait)
-    _report_removal(stats.as_dict(), output_format)
+    stats = target.delete_namespace(parse_ns(name), delete_groups, error_on_protected, wait)
+    _report_removal(stats, output_format)
 
 
 def _report_removal(stats: dict[str, int], output_format: OutputFormat) -> None:
@@ -254,33 +249,28 @@ def _report_removal(stats: dict[str, int], output_format: OutputFormat) -> None:
 # -- groups ------------------------------------------------------------------------------
 @group_app.command("delete")
 @one_line_errors
+@with_target
 def group_delete(
-    group: GroupArg, repository: Repository = None, ns: Namespace = "",
+    target: Target, group: GroupArg, ns: Namespace = "",
     error_on_protected: Annotated[bool, typer.Option(
         "--error-on-protected/--no-error-on-protected")] = True,
     wait: Wait = 0.0, output_format: Format = OutputFormat.TEXT,
 ) -> None:
     """Delete a group and its unprotected snapshots."""
-    from chunkyard.datastore.groups import delete_group
-
-    stats = delete_group(open_datastore(repository), parse_ns(ns), parse_group(group),
-                         error_on_protected=error_on_protected, wait=wait)
-    _report_removal(stats.as_dict(), output_format)
+    stats = target.delete_group(parse_ns(ns), parse_group(group), error_on_protected, wait)
+    _report_removal(stats, output_format)
 
 
 @group_app.command("change-owner")
 @one_line_errors
+@with_target
 def group_change_owner(
-    group: GroupArg,
+    target: Target, group: GroupArg,
     new_owner: Annotated[str, typer.Argument(help="user@realm or user@realm!token")],
-    repository: Repository = None, ns: Namespace = "", wait: Wait = 0.0,
+    ns: Namespace = "", wait: Wait = 0.0,
 ) -> None:
     """Change the owner of a group."""
-    from chunkyard.datastore.groups import change_owner
-    from chunkyard.names import Authid
-
-    change_owner(open_datastore(repository), parse_ns(ns), parse_group(group),
-                 Authid.parse(new_owner), wait=wait)
+    target.change_owner(parse_ns(ns), parse_group(group), new_owner, wait)
 
 
 group_notes_app = typer.Typer(no_args_is_help=True, help="Show or update group notes.")
@@ -289,34 +279,30 @@ group_app.add_typer(group_notes_app, name="notes")
 
 @group_notes_app.command("show")
 @one_line_errors
-def group_notes_show(group: GroupArg, repository: Repository = None, ns: Namespace = "",
+@with_target
+def group_notes_show(target: Target, group: GroupArg, ns: Namespace = "",
                      output_format: Format = OutputFormat.TEXT) -> None:
     """Print a group's notes."""
-    from chunkyard.datastore.groups import get_group_notes
-
-    emit(get_group_notes(open_datastore(repository), parse_ns(ns), parse_group(group)),
-         output_format)
+    emit(target.group_notes(parse_ns(ns), parse_group(group)), output_format)
 
 
 @group_notes_app.command("update")
 @one_line_errors
-def group_notes_update(group: GroupArg, notes: str, repository: Repository = None,
-                       ns: Namespace = "", wait: Wait = 0.0) -> None:
+@with_target
+def group_notes_update(target: Target, group: GroupArg, notes: str, ns: Namespace = "",
+                       wait: Wait = 0.0) -> None:
     """Replace a group's notes."""
-    from chunkyard.datastore.groups import set_group_notes
-
-    set_group_notes(open_datastore(repository), parse_ns(ns), parse_group(group), notes, wait=wait)
+    target.set_group_notes(parse_ns(ns), parse_group(group), notes, wait)
 
 
 # -- snapshots ---------------------------------------------------------------------------
 @snapshot_app.command("forget")
 @one_line_errors
-def snapshot_forget(snapshot: SnapshotArg, repository: Repository = None, ns: Namespace = "",
+@with_target
+def snapshot_forget(target: Target, snapshot: SnapshotArg, ns: Namespace = "",
                     wait: Wait = 0.0) -> None:
     """Delete a snapshot (refused while it is protected or in use)."""
-    from chunkyard.datastore.snapshots import forget_snapshot
-
-    forget_snapshot(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot), wait=wait)
+    target.forget(parse_ns(ns), parse_snapshot(snapshot), wait)
 
 
 protected_app = typer.Typer(no_args_is_help=True, help="Show or set snapshot protection.")
@@ -325,27 +311,24 @@ snapshot_app.add_typer(protected_app, name="protected")
 
 @protected_app.command("show")
 @one_line_errors
-def snapshot_protected_show(snapshot: SnapshotArg, repository: Repository = None,
-                            ns: Namespace = "", output_format: Format = OutputFormat.TEXT) -> None:
+@with_target
+def snapshot_protected_show(target: Target, snapshot: SnapshotArg, ns: Namespace = "",
+                            output_format: Format = OutputFormat.TEXT) -> None:
     """Print whether a snapshot is protected."""
-    from chunkyard.datastore.snapshots import get_protected
-
-    value = get_protected(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot))
+    value = target.protected(parse_ns(ns), parse_snapshot(snapshot))
     emit(value if output_format is not OutputFormat.TEXT else str(value).lower(), output_format)
 
 
 @protected_app.command("update")
 @one_line_errors
+@with_target
 def snapshot_protected_update(
-    snapshot: SnapshotArg,
+    target: Target, snapshot: SnapshotArg,
     protected: Annotated[str, typer.Argument(help="true or false")],
-    repository: Repository = None, ns: Namespace = "", wait: Wait = 0.0,
+    ns: Namespace = "", wait: Wait = 0.0,
 ) -> None:
     """Protect a snapshot from prune and forget, or lift the protection."""
-    from chunkyard.datastore.snapshots import set_protected
-
-    set_protected(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot),
-                  parse_boolean(protected), wait=wait)
+    target.set_protected(parse_ns(ns), parse_snapshot(snapshot), parse_boolean(protected), wait)
 
 
 snapshot_notes_app = typer.Typer(no_args_is_help=True, help="Show or update snapshot notes.")
@@ -354,23 +337,20 @@ snapshot_app.add_typer(snapshot_notes_app, name="notes")
 
 @snapshot_notes_app.command("show")
 @one_line_errors
-def snapshot_notes_show(snapshot: SnapshotArg, repository: Repository = None,
-                        ns: Namespace = "", output_format: Format = OutputFormat.TEXT) -> None:
+@with_target
+def snapshot_notes_show(target: Target, snapshot: SnapshotArg, ns: Namespace = "",
+                        output_format: Format = OutputFormat.TEXT) -> None:
     """Print a snapshot's notes (the manifest's unprotected.notes)."""
-    from chunkyard.datastore.snapshots import get_notes
-
-    emit(get_notes(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot)),
-         output_format)
+    emit(target.notes(parse_ns(ns), parse_snapshot(snapshot)), output_format)
 
 
 @snapshot_notes_app.command("update")
 @one_line_errors
-def snapshot_notes_update(snapshot: SnapshotArg, notes: str, repository: Repository = None,
+@with_target
+def snapshot_notes_update(target: Target, snapshot: SnapshotArg, notes: str,
                           ns: Namespace = "", wait: Wait = 0.0) -> None:
     """Replace a snapshot's notes."""
-    from chunkyard.datastore.snapshots import set_notes
-
-    set_notes(open_datastore(repository), parse_ns(ns), parse_snapshot(snapshot), notes, wait=wait)
+    target.set_notes(parse_ns(ns), parse_snapshot(snapshot), notes, wait)
 
 
 # -- keys --------------------------------------------------------------------------------

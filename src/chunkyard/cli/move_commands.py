@@ -14,14 +14,13 @@ from chunkyard.cli.options import (
     Format,
     GroupArg,
     Namespace,
-    Repository,
     Wait,
-    open_datastore,
     parse_boolean,
     parse_group,
     parse_ns,
 )
 from chunkyard.cli.output import OutputFormat, emit
+from chunkyard.cli.target import Target, with_target
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
 
@@ -31,34 +30,45 @@ def _bool_option(name: str, help_text: str) -> Any:
 
 
 def register(group_app: typer.Typer, namespace_app: typer.Typer) -> None:
-    group_app.command("move")(one_line_errors(group_move))
-    namespace_app.command("move")(one_line_errors(namespace_move))
+    group_app.command("move")(one_line_errors(with_target(group_move)))
+    namespace_app.command("move")(one_line_errors(with_target(namespace_move)))
 
 
 def group_move(
-    group: GroupArg,
+    target: Target, group: GroupArg,
     target_ns: Annotated[str, typer.Option(
         "--target-ns", help="Existing namespace to move the group into (default: root).")] = "",
-    repository: Repository = None, ns: Namespace = "",
+    ns: Namespace = "",
     merge_group: Annotated[str, _bool_option(
         "--merge-group", "Merge into an existing group of the same name")] = "true",
     dry_run: DryRun = False, wait: Wait = 0.0, output_format: Format = OutputFormat.TEXT,
 ) -> None:
     """Move a backup group to another namespace, merging with a group already there."""
-    from chunkyard.datastore.moves import move_group
+    source, backup_group, merge = parse_ns(ns), parse_group(group), parse_boolean(merge_group)
+    destination = parse_ns(target_ns)
 
-    with _reporting(output_format) as progress:
-        result = move_group(open_datastore(repository), parse_ns(ns), parse_group(group),
-                            parse_ns(target_ns), merge_group=parse_boolean(merge_group),
-                            dry_run=dry_run, wait=wait, progress=progress)
-    _print(result, output_format)
+    def local(ds: Any) -> None:
+        from chunkyard.datastore.moves import move_group
+
+        with _reporting(output_format) as progress:
+            result = move_group(ds, source, backup_group, destination, merge_group=merge,
+                                dry_run=dry_run, wait=wait, progress=progress)
+        _print(result, output_format)
+
+    def remote(api: Any, prefix: str) -> str:
+        _no_remote_dry_run(dry_run)
+        return str(api.post(prefix + "/move-group", {
+            "ns": str(source) or None, "backup-type": backup_group.type.value,
+            "backup-id": backup_group.id, "target-ns": str(destination) or None,
+            "merge-group": merge}))
+
+    target.run(local, remote)
 
 
 def namespace_move(
-    name: Annotated[str, typer.Argument(help="Namespace to move, e.g. a/b")],
+    target: Target, name: Annotated[str, typer.Argument(help="Namespace to move, e.g. a/b")],
     target_ns: Annotated[str, typer.Option(
         "--target-ns", help="The new full path; its parent must exist.")] = "",
-    repository: Repository = None,
     max_depth: Annotated[int | None, typer.Option(
         "--max-depth", min=0, max=7, help="Levels below NAME to move (default: all).")] = None,
     delete_source: Annotated[str, _bool_option(
@@ -68,19 +78,35 @@ def namespace_move(
     dry_run: DryRun = False, wait: Wait = 0.0, output_format: Format = OutputFormat.TEXT,
 ) -> None:
     """Move (rename) a namespace with its groups and child namespaces."""
-    from chunkyard.datastore.moves import move_namespace
-
     if not target_ns:
         raise UsageError("--target-ns is required (the root namespace cannot be a target)")
     source = parse_ns(name)
     if source.is_root:
         raise UsageError("the root namespace cannot be moved")
-    with _reporting(output_format) as progress:
-        result = move_namespace(open_datastore(repository), source, parse_ns(target_ns),
-                                max_depth=max_depth, delete_source=parse_boolean(delete_source),
-                                merge_groups=parse_boolean(merge_groups), dry_run=dry_run,
-                                wait=wait, progress=progress)
-    _print(result, output_format)
+    destination = parse_ns(target_ns)
+    delete, merge = parse_boolean(delete_source), parse_boolean(merge_groups)
+
+    def local(ds: Any) -> None:
+        from chunkyard.datastore.moves import move_namespace
+
+        with _reporting(output_format) as progress:
+            result = move_namespace(ds, source, destination, max_depth=max_depth,
+                                    delete_source=delete, merge_groups=merge, dry_run=dry_run,
+                                    wait=wait, progress=progress)
+        _print(result, output_format)
+
+    def remote(api: Any, prefix: str) -> str:
+        _no_remote_dry_run(dry_run)
+        return str(api.post(prefix + "/move-namespace", {
+            "ns": str(source), "target-ns": str(destination), "max-depth": max_depth,
+            "delete-source": delete, "merge-groups": merge}))
+
+    target.run(local, remote)
+
+
+def _no_remote_dry_run(dry_run: bool) -> None:
+    if dry_run:
+        raise UsageError("--dry-run is not available with --server (the API has no dry run)")
 
 
 @contextmanager

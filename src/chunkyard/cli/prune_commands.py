@@ -13,12 +13,11 @@ from chunkyard.cli.options import (
     Format,
     GroupArg,
     Namespace,
-    Repository,
-    open_datastore,
     parse_group,
     parse_ns,
 )
 from chunkyard.cli.output import OutputFormat, emit
+from chunkyard.cli.target import Target, with_target
 
 if TYPE_CHECKING:
     from chunkyard.datastore.maintenance.prune import PruneReport, PruneRow
@@ -42,12 +41,12 @@ MaxDepth = Annotated[int | None, typer.Option(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("prune")(one_line_errors(prune))
-    app.command("prune-datastore")(one_line_errors(prune_datastore))
+    app.command("prune")(one_line_errors(with_target(prune)))
+    app.command("prune-datastore")(one_line_errors(with_target(prune_datastore)))
 
 
 def prune(
-    group: GroupArg, repository: Repository = None, ns: Namespace = "",
+    target: Target, group: GroupArg, ns: Namespace = "",
     keep_last: KeepLast = None, keep_hourly: KeepHourly = None, keep_daily: KeepDaily = None,
     keep_weekly: KeepWeekly = None, keep_monthly: KeepMonthly = None,
     keep_yearly: KeepYearly = None, dry_run: DryRun = False,
@@ -55,18 +54,29 @@ def prune(
 ) -> None:
     """Prune a backup group: keep what the --keep-* options select (buckets in this host's
     time zone), remove the rest. Without any option everything is kept."""
-    from chunkyard.datastore.maintenance.prune import prune_group
-
     options = _options(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
                        keep_yearly)
     namespace, backup_group = parse_ns(ns), parse_group(group)
-    report = prune_group(open_datastore(repository), namespace, backup_group, options,
-                         dry_run=dry_run)
-    _print(report, output_format, with_ns=False)
+
+    def local(ds: Any) -> None:
+        from chunkyard.datastore.maintenance.prune import prune_group
+
+        report = prune_group(ds, namespace, backup_group, options, dry_run=dry_run)
+        _print(report, output_format, with_ns=False)
+
+    def remote(api: Any, prefix: str) -> str:
+        # inline (without use-task) the server answers with PBS's rows, oldest first
+        rows = api.post(prefix + "/prune", {
+            "ns": str(namespace) or None, "backup-type": backup_group.type.value,
+            "backup-id": backup_group.id, **_keep_params(options), "dry-run": dry_run})
+        _print_rows(rows, dry_run, output_format)
+        return ""
+
+    target.run(local, remote)
 
 
 def prune_datastore(
-    repository: Repository = None, ns: Namespace = "", max_depth: MaxDepth = None,
+    target: Target, ns: Namespace = "", max_depth: MaxDepth = None,
     keep_last: KeepLast = None, keep_hourly: KeepHourly = None, keep_daily: KeepDaily = None,
     keep_weekly: KeepWeekly = None, keep_monthly: KeepMonthly = None,
     keep_yearly: KeepYearly = None, dry_run: DryRun = False,
@@ -74,23 +84,31 @@ def prune_datastore(
 ) -> None:
     """Prune every group of a namespace and its descendants; busy groups and snapshots are
     skipped and reported."""
-    from chunkyard.cli.progress import StepProgress
-    from chunkyard.datastore.maintenance.prune import prune_datastore as run
-    from chunkyard.names.namespace import MAX_NAMESPACE_DEPTH
-
     options = _options(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
                        keep_yearly)
     namespace = parse_ns(ns)
-    ds = open_datastore(repository)
-    bar = StepProgress("pruning groups") if sys.stderr.isatty() else None
-    try:
-        report = run(ds, namespace, options,
-                     max_depth=MAX_NAMESPACE_DEPTH if max_depth is None else max_depth,
-                     dry_run=dry_run, progress=None if bar is None else bar.update)
-    finally:
-        if bar is not None:
-            bar.close()
-    _print(report, output_format, with_ns=True)
+
+    def local(ds: Any) -> None:
+        from chunkyard.cli.progress import StepProgress
+        from chunkyard.datastore.maintenance.prune import prune_datastore as run
+        from chunkyard.names.namespace import MAX_NAMESPACE_DEPTH
+
+        bar = StepProgress("pruning groups") if sys.stderr.isatty() else None
+        try:
+            report = run(ds, namespace, options,
+                         max_depth=MAX_NAMESPACE_DEPTH if max_depth is None else max_depth,
+                         dry_run=dry_run, progress=None if bar is None else bar.update)
+        finally:
+            if bar is not None:
+                bar.close()
+        _print(report, output_format, with_ns=True)
+
+    def remote(api: Any, prefix: str) -> str:
+        return str(api.post(prefix + "/prune-datastore", {
+            "ns": str(namespace) or None, "max-depth": max_depth, **_keep_params(options),
+            "dry-run": dry_run}))
+
+    target.run(local, remote)
 
 
 def _options(last: int | None, hourly: int | None, daily: int | None, weekly: int | None,
@@ -99,6 +117,32 @@ def _options(last: int | None, hourly: int | None, daily: int | None, weekly: in
 
     return KeepOptions(last=last, hourly=hourly, daily=daily, weekly=weekly, monthly=monthly,
                        yearly=yearly)
+
+
+def _keep_params(options: KeepOptions) -> dict[str, Any]:
+    return {"keep-last": options.last, "keep-hourly": options.hourly,
+            "keep-daily": options.daily, "keep-weekly": options.weekly,
+            "keep-monthly": options.monthly, "keep-yearly": options.yearly}
+
+
+def _print_rows(rows: list[dict[str, Any]], dry_run: bool, output_format: OutputFormat) -> None:
+    """A server's prune rows (PBS's shape, as `PruneRow.as_dict`)."""
+    from chunkyard.names import epoch_to_rfc3339
+
+    if output_format is not OutputFormat.TEXT:
+        emit(rows, output_format)
+        return
+    removed = sum(1 for r in rows if not r["keep"])
+    if rows:
+        emit([{"snapshot": f"{r['backup-type']}/{r['backup-id']}/"
+                           f"{epoch_to_rfc3339(r['backup-time'])}",
+               "action": "keep" if r["keep"] else ("would remove" if dry_run else "removed"),
+               "protected": r.get("protected", False)} for r in rows],
+             output_format, [("snapshot", "snapshot"), ("action", "action"),
+                             ("protected", "protected")])
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{'dry run: ' if dry_run else ''}{verb} {removed}, kept "
+               f"{len(rows) - removed} of {len(rows)} snapshot(s)")
 
 
 def _print(report: PruneReport, output_format: OutputFormat, *, with_ns: bool) -> None:

@@ -13,27 +13,26 @@ from chunkyard.cli.context import UsageError, local_authid, one_line_errors
 from chunkyard.cli.options import (
     Format,
     Namespace,
-    Repository,
-    open_datastore,
     parse_boolean,
     parse_ns,
 )
 from chunkyard.cli.output import OutputFormat, emit, human_bytes
+from chunkyard.cli.target import Target, with_target
 from chunkyard.errors import ChunkyardError
 
-Target = Annotated[str | None, typer.Argument(
+What = Annotated[str | None, typer.Argument(
     metavar="[TYPE/ID[/TIME]]",
     help="A group (all its snapshots, newest first) or one snapshot; default: every group of "
          "--ns and its descendants.")]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("verify")(one_line_errors(verify))
+    app.command("verify")(one_line_errors(with_target(verify)))
 
 
 def verify(
-    target: Target = None,
-    repository: Repository = None,
+    target: Target,
+    what: What = None,
     ns: Namespace = "",
     max_depth: Annotated[int | None, typer.Option(
         "--max-depth", min=0, max=7,
@@ -58,26 +57,48 @@ def verify(
     Records the result in each manifest, renames corrupt chunks to <digest>.N.bad and exits
     non-zero if any snapshot failed. Busy snapshots are skipped and count as success.
     """
-    from chunkyard.datastore.maintenance.verify import VerifyOptions, run_verify
-    from chunkyard.names import Authid, BackupDir, BackupGroup
+    from chunkyard.datastore.maintenance.verify import VerifyOptions
+    from chunkyard.names import BackupDir, BackupGroup
 
     namespace = parse_ns(ns)
     parsed: BackupGroup | BackupDir | None = None
-    if target is not None:
-        parts = target.split("/")
+    if what is not None:
+        parts = what.split("/")
         if len(parts) == 2:
-            parsed = BackupGroup.parse(target)
+            parsed = BackupGroup.parse(what)
         elif len(parts) == 3:
-            parsed = BackupDir.parse(target)
+            parsed = BackupDir.parse(what)
         else:
-            raise UsageError(f"{target!r} is neither TYPE/ID nor TYPE/ID/TIME")
+            raise UsageError(f"{what!r} is neither TYPE/ID nor TYPE/ID/TIME")
         if max_depth is not None:
             raise UsageError("--max-depth applies only without TYPE/ID")
     options = VerifyOptions(ignore_verified=parse_boolean(ignore_verified),
                             outdated_after=outdated_after, read_threads=read_threads,
                             decode_threads=verify_threads)
+
+    def remote(api: Any, prefix: str) -> str:
+        params: dict[str, Any] = {
+            "ns": str(namespace) or None, "max-depth": max_depth,
+            "ignore-verified": options.ignore_verified, "outdated-after": outdated_after,
+            "read-threads": read_threads, "verify-threads": verify_threads}
+        if parsed is not None:
+            snap = parsed if isinstance(parsed, BackupDir) else None
+            group = snap.group if snap is not None else parsed
+            assert isinstance(group, BackupGroup)
+            params.update({"backup-type": group.type.value, "backup-id": group.id,
+                           "backup-time": snap.time if snap is not None else None})
+        return str(api.post(prefix + "/verify", params))
+
+    target.run(lambda ds: _verify_local(ds, namespace, parsed, max_depth, options,
+                                        output_format), remote)
+
+
+def _verify_local(ds: Any, namespace: Any, parsed: Any, max_depth: int | None, options: Any,
+                  output_format: OutputFormat) -> None:
+    from chunkyard.datastore.maintenance.verify import run_verify
+    from chunkyard.names import Authid
+
     authid = str(Authid.parse(local_authid()))
-    ds = open_datastore(repository)
     text = output_format is OutputFormat.TEXT
     bar = _Bar() if sys.stderr.isatty() else None
     # result lines go to standard output, through the bar's console when both are the terminal
