@@ -1,20 +1,50 @@
 """Stress test with real processes: six OS processes (tests/stress_worker.py) run random
-backups, restores, forgets, listings, namespace creates and deletes, group deletes and moves
-of groups and namespaces (renames to absent targets and merges into existing ones, namespaces
-with their children) on a small namespace tree, with random bounded waits, for the whole run.
+backups, restores, forgets, listings, namespace creates and deletes, group deletes, moves of
+groups and namespaces (renames to absent targets and merges into existing ones, namespaces
+with their children), prunes (of a group, or of a namespace tree; random keep options,
+sometimes dry runs), verifies (of a namespace tree, a group or a snapshot) and garbage
+collections on a small namespace tree, with random bounded waits, for the whole run.
 Workers are killed with SIGKILL mid-operation and replaced: twice in the short mode (inside a
 backup, and inside a move), every minute in the long mode (aimed in turn at a backup, a move,
-a forget, a namespace delete, a namespace move, a group delete and a group move). A move is
-killed in its middle by a short-lived extra worker doing only moves with CHUNKYARD_FAULT set
-(chunkyard.faults: it SIGKILLs itself after a step of the move, or at another point of it);
-right after its death another process opens the datastore, as the next user would, which
-completes the interrupted move if its locks are free (the final open completes it otherwise).
+a forget, a namespace delete, a namespace move, a GC, a group delete, a datastore prune and a
+group move). A move is killed in its middle by a short-lived extra worker doing only moves
+with CHUNKYARD_FAULT set (chunkyard.faults: it SIGKILLs itself after a step of the move, or at
+another point of it); right after its death another process opens the datastore, as the next
+user would, which completes the interrupted move if its locks are free (the final open
+completes it otherwise).
+
+GC for real. GC removes a chunk only if its atime is older than its cutoff (24 h 5 min by
+default, 1 minute at least) and than the oldest running backup's start minus 5 minutes; a run
+of seconds makes nothing that old. Ageing chunk files (atime into the past) while processes
+run would make states no real run has: a running backup's chunks written or touched since
+its start would look days old, and so would chunks GC's mark phase has just touched, and GC
+would rightly remove them (its oldest-writer rule relies on exactly that). Ageing only the
+chunks that are garbage "at that moment" has no such moment while backups deduplicate against
+them and moves and prunes change what references them. So the run is cut into epochs (three
+in the short mode, one per EPOCH_LONG seconds in the long mode); between two, every process
+has ended (workers, movers, reopens), the independent checker runs, and the atime and mtime
+of every file in the chunk store move AGE (2 days) back, as if everything so far had
+happened two days earlier and the datastore had then been idle: a state real life produces.
+Then a new set of workers starts; the operations of the new epoch all begin after the ageing,
+so whatever they write or touch is newer than they are, as in life. One of them runs a GC
+shortly after the start (any GC may be first), concurrently with backups, restores, prunes,
+verifies and moves: it removes the chunks nothing referenced at the pause, and those that
+the prunes, forgets and deletes of its own epoch orphan before it marks them. A GC after
+that has nothing old left to remove (the first one's mark touched every live chunk), except
+with the 1-minute cutoff in the long mode. A worker that takes over a slot (after a kill, or
+in the next epoch) backs up the same source tree as its predecessors, and backups use 64 KiB
+chunks: new backups deduplicate against aged chunks, garbage among them, while a GC sweeps
+them (the sweep's rename-aside and the backups' touches race for real). Each backup also
+writes fresh bytes (a stamp file), so every snapshot has chunks no other one shares: chunks
+a wrong GC would lose, and the checks would notice. A GC that removed chunks is followed by
+a verify of the whole datastore in the same worker.
 
 Afterwards the ledgers are checked against the datastore:
 
 - every operation ended in an outcome allowed for it; every refusal is a LockBusy whose
   message names the lock and its holders (worker pids, never the refused process itself); a
   lock order violation (CHUNKYARD_LOCKDEP=1 in every worker) or any other exception fails;
+  no operation fails on a missing chunk;
 - no operation waited past its bound: a refused one took at least its `wait` and at most
   `wait` per waiting lock call plus slack (plus MF's own 5 s, or the move journal's 10 s, if
   that was the lock), no single lock was waited for longer than its wait, and nothing took
@@ -25,18 +55,30 @@ Afterwards the ledgers are checked against the datastore:
 - snapshots are identified by their backup time (a shared counter makes times unique across
   all namespaces and groups); moves change only their namespace. Each snapshot's `Fate` is
   computed from the ledgers: every move, forget and delete that succeeded acted on it (if it
-  was in its scope) at one moment between its begin and end lines, a killed remover at most
-  once before its kill, a killed move at any moments later or never (any later open may
-  complete it); every order of overlapping operations is tried, which gives the places it may
-  be in at the end, or that it may be (or surely is) gone;
+  was in its scope) at one moment between its begin and end lines, and so did a prune whose
+  rows say it removed the snapshot (not kept, not skipped; a dry run removes nothing); a
+  killed remover (a killed prune: of any snapshot of its scope) at most once before its kill,
+  a killed move at any moments later or never (any later open may complete it); every order
+  of overlapping operations is tried, which gives the places it may be in at the end, or
+  that it may be (or surely is) gone;
 - every snapshot a backup finished exists exactly once, in its group and in a namespace its
-  fate allows; it is missing only if its fate allows that; a forget that succeeded found it
-  where its fate allows; nothing else exists, and nothing is unfinished except what a killed
-  backup (or a killed remover: directory removal is not atomic) left;
+  fate allows; it is missing only if its fate allows that; a forget or prune that removed it
+  found it where its fate allows; nothing else exists, and nothing is unfinished except what
+  a killed backup (or a killed remover: directory removal is not atomic) left;
 - a move refused (LockBusy), conflicting (MoveConflict) or not finding its source or target
   (NotFound) changed nothing: fates ignore it, so a snapshot it moved would be found where
   its fate does not allow;
 - every finished snapshot restores to the bytes it was made from (both its archives);
+- no verify fails a snapshot (nothing corrupts data here), except the unfinished leftover
+  of a killed backup (its manifest does not load, as in PBS) and one a killed removal may
+  have half removed; none finds a corrupt or missing chunk; busy snapshots are skipped;
+- a prune skipped a snapshot only because it was locked by another worker, or gone;
+- a GC was refused only by another GC (CS X), named in the refusal (or gone by the time the
+  holders were read); no GC finds a bad chunk; one that ended before the first ageing
+  removed nothing (nothing was old enough); some GC removed chunks, some prune snapshots;
+- at the end of each epoch and of the run, the independent checker (tools/pbs_check.py
+  --no-chunk-scan, written from the spec alone) finds no missing chunk and nothing else
+  wrong (the test store is sparse: its missing prefix directories are ignored);
 - the final open completes every interrupted move: no intent log is left;
 - nothing stays locked: every lock can be taken exclusively at once, listing works, and a new
   backup into every group works, builds on the newest finished snapshot and restores.
@@ -80,9 +122,11 @@ from chunkyard.datastore.namespaces import create_namespace
 from chunkyard.errors import NotFound
 from chunkyard.names import BackupDir, BackupGroup, BackupNamespace
 from tests.stress_worker import (
+    CHUNK_SIZE,
     META_ARCHIVE,
     MOVES,
     OWNER,
+    PRUNES,
     WAITING_CALLS,
     SourceTree,
     allocate_backup_time,
@@ -93,12 +137,17 @@ REPO = Path(__file__).resolve().parent.parent
 WORKERS = 6
 SHORT_SECONDS = 20.0
 KILL_EVERY_LONG = 60.0
+# The run is cut into epochs; between two, with every process gone, all chunks age (see the
+# module docstring). The short mode has three epochs, the long mode one per EPOCH_LONG s.
+SHORT_EPOCHS = 3
+EPOCH_LONG = 120.0
+AGE = 2 * 86400  # how far back each pause moves the chunks' atime and mtime
 # What the kills try to interrupt, in turn; "move" is a mover killing itself mid-move
 # (CHUNKYARD_FAULT), the others a worker caught at that operation. The short mode kills a
-# backup and then a move.
-KILL_TARGETS = ["backup", "move", "forget", "delete-ns", "move-ns", "backup", "move",
-                "delete-group", "move-group"]
-SHORT_KILLS = [(0.4, "backup"), (0.55, "move")]
+# backup in the first epoch and a move early in the second (while a GC sweeps aged chunks).
+KILL_TARGETS = ["backup", "move", "forget", "delete-ns", "move-ns", "gc", "backup", "move",
+                "delete-group", "prune-ds", "move-group"]
+SHORT_KILLS = [(0.25, "backup"), (0.4, "move")]
 # Where the self-killing mover dies (each leaves an intent log but "move.locked"); the
 # n-th step counts every step the process ran, so a later move may be the one cut short.
 MOVE_FAULTS = ["move.step@1", "move.step@1", "move.step@2", "move.intent-written",
@@ -110,13 +159,19 @@ TOPS = ["a", "d", "e"]
 NAMESPACES = ["", "a", "a/b", "a/b/c", "d", "d/b", "e"]
 # "g1" and "g1-x" share a prefix: deleting one must not touch the other's lock files.
 GROUPS = ["host/g1", "host/g1-x", "vm/100"]
-# Moves are about a fifth of the operations.
+# Moves are about a fifth of the operations; prune, verify and GC a tenth.
 WEIGHTS = {"backup": 34, "restore": 16, "forget": 14, "list": 7, "create-ns": 14,
-           "delete-ns": 3, "delete-group": 4, "move-group": 13, "move-ns": 13}
+           "delete-ns": 3, "delete-group": 4, "move-group": 13, "move-ns": 13,
+           "prune-group": 3, "prune-ds": 1, "verify": 6, "gc": 2}
 MAX_WAIT = 0.5
 SLACK = 1.5  # scheduling slack of a refusal on a loaded 2-core machine
 HANG = 20.0  # no operation, refused or not, may take longer than its waits plus this
 GRACE = 30.0  # time for the workers to finish their last operation
+# A lock's own fixed wait an operation may spend on top of its `wait`s: MF's 5 s, the move
+# journal's 10 s; GC waits for JR and, on a group's last marking attempt, 10 s for GA S.
+GC_GROUP_WAIT = 10.0
+OWN_WAIT = {"move-group": JOURNAL_WAIT, "move-ns": JOURNAL_WAIT,
+            "gc": JOURNAL_WAIT + GC_GROUP_WAIT}
 ALLOWED = {
     "backup": {"ok", "busy", "not-found", "stale-time"},
     "restore": {"ok", "busy", "not-found"},
@@ -127,6 +182,11 @@ ALLOWED = {
     "delete-group": {"ok", "busy", "not-found"},
     "move-group": {"ok", "busy", "not-found", "conflict"},
     "move-ns": {"ok", "busy", "not-found", "conflict"},
+    # a busy group fails prune_group; prune_datastore skips it (and busy snapshots) instead
+    "prune-group": {"ok", "busy", "not-found"},
+    "prune-ds": {"ok", "not-found"},
+    "verify": {"ok", "not-found"},  # "ok" if it ran; each failed snapshot is judged apart
+    "gc": {"ok", "busy"},  # busy: another GC runs
 }
 REMOVERS = ("forget", "delete-ns", "delete-group")
 
@@ -181,6 +241,7 @@ class Reopen:
     out: Path
     after: str  # what it followed
     result: dict[str, Any] | None = None
+    done: bool = False  # waited for (at the end of its epoch)
 
 
 @dataclass
@@ -196,17 +257,20 @@ class StressRun:
     """Runs the worker processes and collects what they did."""
 
     def __init__(self, base: Path, seconds: float, kill_plan: list[tuple[float, str]],
-                 seed: int) -> None:
+                 seed: int, epochs: int = 1) -> None:
         self.base = base
         self.seconds = seconds
         self.kill_plan = kill_plan
         self.seed = seed
+        self.epochs = epochs
         self.store = base / "store"
         self.ledgers = base / "ledgers"
         self.logs = base / "logs"
         self.counter = str(base / "time-counter")
+        self.config = base / "config.json"
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.pids: dict[int, int] = {}
+        self.slots: dict[int, int] = {}  # worker -> the slot whose source tree it backs up
         self.kills: list[Kill] = []
         # movers meant to kill themselves mid-move: wid -> (process, started, fault)
         self.victims: dict[int, tuple[subprocess.Popen[bytes], float, str]] = {}
@@ -216,17 +280,26 @@ class StressRun:
         self.rng = random.Random(seed)
         self.next_wid = 0
         self.deadline = 0.0
+        # each ageing: (when, in ns since the epoch; chunk files aged; seconds it took)
+        self.ageings: list[tuple[int, int, float]] = []
+        self.started_ns = 0
+        self.checks: list[str] = []  # pbs_check's summaries, at the end of each epoch
 
     # -- processes ------------------------------------------------------------------------
-    def spawn(self, fault: str | None = None) -> int:
-        """Start a worker; with `fault`, an extra one doing only moves that SIGKILLs itself
-        at that fault point (CHUNKYARD_FAULT)."""
+    def spawn(self, fault: str | None = None, slot: int | None = None,
+              gc_first: bool = False) -> int:
+        """Start a worker backing up the source tree of `slot`; with `fault`, an extra one
+        doing only moves that SIGKILLs itself at that fault point (CHUNKYARD_FAULT); with
+        `gc_first`, one that starts with a GC."""
         wid = self.next_wid
         self.next_wid += 1
+        slot = wid if slot is None else slot
         env = dict(os.environ, CHUNKYARD_LOCKDEP="1", PYTHONFAULTHANDLER="1")
         env.pop("CHUNKYARD_FAULT", None)
         argv = [sys.executable, "-W", "always::ResourceWarning", "-m", "tests.stress_worker",
-                str(self.base / "config.json"), str(wid)]
+                str(self.config), str(wid), f"--slot={slot}"]
+        if gc_first:
+            argv.append("--gc-first")
         if fault is not None:
             env["CHUNKYARD_FAULT"] = f"{fault}:kill"
             argv.append("--moves-only")
@@ -238,6 +311,7 @@ class StressRun:
         else:
             self.victims[wid] = (proc, time.monotonic(), fault)
         self.pids[wid] = proc.pid
+        self.slots[wid] = slot
         return wid
 
     def reopen(self, after: str) -> None:
@@ -284,7 +358,7 @@ class StressRun:
         within 5 s (else a random one), and start a replacement; "move" starts a mover
         that kills itself mid-move instead."""
         if target == "move":
-            self.spawn(fault=self.rng.choice(MOVE_FAULTS))
+            self.spawn(fault=self.rng.choice(MOVE_FAULTS), slot=1000 + self.next_wid)
             return
         caught = self._catch(sorted(self.procs), (target,), 5.0)
         wid = caught if caught is not None else self.rng.choice(sorted(self.procs))
@@ -295,7 +369,7 @@ class StressRun:
         proc.wait()
         in_flight = self._in_flight(wid)
         self.kills.append(Kill(wid, proc.pid, at, in_flight))
-        self.spawn()
+        self.spawn(slot=self.slots[wid])
         if in_flight in MOVES:
             self.reopen(f"the kill of w{wid} in {in_flight}")
 
@@ -337,16 +411,37 @@ class StressRun:
             create_namespace(ds, BackupNamespace.parse(name))
 
     def run(self) -> None:
+        """The epochs, each with a fresh set of workers; between two, all chunks age."""
+        length = self.seconds / self.epochs
+        self.started_ns = time.time_ns()
+        for epoch in range(self.epochs):
+            if epoch:
+                # what survived the epoch (and its GCs) lacks no chunk
+                self.checks.append(check_no_missing_chunk(self.store, self.report))
+                self.age_chunks()
+            kills = [(t - epoch * length, target) for t, target in self.kill_plan
+                     if epoch * length <= t < (epoch + 1) * length]
+            self.run_epoch(epoch, length, kills)
+        for wid in self.pids:
+            err = self.stderr_of(wid)
+            if "Traceback" in err or "was not closed" in err or "Exception ignored" in err:
+                self.report.bad(f"worker w{wid} wrote to stderr: {err[-2000:]}")
+            elif err.strip():
+                self.report.notes.append(f"w{wid} stderr: {err.strip()[-300:]}")
+
+    def run_epoch(self, epoch: int, seconds: float, kill_plan: list[tuple[float, str]]) -> None:
         start = time.time()
-        self.deadline = start + 1.0 + self.seconds  # a second for the workers to start
+        self.deadline = start + 1.0 + seconds  # a second for the workers to start
         config = {"store": str(self.store), "deadline": self.deadline, "seed": self.seed,
                   "namespaces": NAMESPACES, "groups": GROUPS, "weights": WEIGHTS,
                   "tops": TOPS, "max_wait": MAX_WAIT, "counter": self.counter,
-                  "ledgers": str(self.ledgers), "scratch": str(self.base / "scratch")}
-        (self.base / "config.json").write_text(json.dumps(config))
-        for _ in range(WORKERS):
-            self.spawn()
-        kills = [(start + 1.0 + t, target) for t, target in self.kill_plan]
+                  "ledgers": str(self.ledgers), "scratch": str(self.base / "scratch"),
+                  "first_gc_after": round(self.rng.uniform(0.3, 1.2), 3)}
+        self.config.write_text(json.dumps(config))
+        for slot in range(WORKERS):
+            # after an ageing, one worker runs a GC soon, while the others are at work
+            self.spawn(slot=slot, gc_first=epoch > 0 and slot == 0)
+        kills = [(start + 1.0 + t, target) for t, target in kill_plan]
         while time.time() < self.deadline - 1.0:
             self.watch_victims()
             for wid, proc in list(self.procs.items()):
@@ -354,7 +449,7 @@ class StressRun:
                     self.report.bad(f"worker w{wid} (pid {proc.pid}) exited early with "
                                     f"{proc.returncode}: {self.stderr_of(wid)[-2000:]}")
                     del self.procs[wid]
-                    self.spawn()
+                    self.spawn(slot=self.slots[wid])
             if kills and time.time() >= kills[0][0]:
                 self.kill_one(kills.pop(0)[1])
             time.sleep(0.05)
@@ -362,6 +457,7 @@ class StressRun:
         self.stop()
 
     def stop(self) -> None:
+        """Wait for this epoch's workers and reopens: afterwards no process uses the store."""
         for wid, proc in self.procs.items():
             try:
                 proc.wait(timeout=max(0.1, self.deadline + GRACE - time.time()))
@@ -376,7 +472,11 @@ class StressRun:
             if proc.returncode != 0:
                 self.report.bad(f"worker w{wid} exited with {proc.returncode}: "
                                 f"{self.stderr_of(wid)[-2000:]}")
+        self.procs.clear()
         for r in self.reopens:
+            if r.done:
+                continue
+            r.done = True
             try:
                 r.proc.wait(timeout=max(1.0, self.deadline + GRACE - time.time()))
             except subprocess.TimeoutExpired:
@@ -391,12 +491,23 @@ class StressRun:
             r.result["completed"] = err.count("completed the interrupted move")
             if err.strip():
                 self.report.notes.append(f"reopen after {r.after}: {err.strip()[-300:]}")
-        for wid in self.pids:
-            err = self.stderr_of(wid)
-            if "Traceback" in err or "was not closed" in err or "Exception ignored" in err:
-                self.report.bad(f"worker w{wid} wrote to stderr: {err[-2000:]}")
-            elif err.strip():
-                self.report.notes.append(f"w{wid} stderr: {err.strip()[-300:]}")
+
+    def age_chunks(self) -> None:
+        """Move the atime and mtime of every file in the chunk store AGE seconds back, as if
+        everything so far had happened that long ago; only while no process runs."""
+        assert not self.procs and not self.victims and all(r.done for r in self.reopens)
+        started = time.monotonic()
+        aged = 0
+        for directory, _, files in os.walk(self.store / ".chunks"):
+            for name in files:
+                path = os.path.join(directory, name)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                os.utime(path, ns=(st.st_atime_ns - AGE * 10**9, st.st_mtime_ns - AGE * 10**9))
+                aged += 1
+        self.ageings.append((time.time_ns(), aged, time.monotonic() - started))
 
     # -- ledgers --------------------------------------------------------------------------
     def load_ops(self) -> list[Op]:
@@ -440,8 +551,8 @@ def check_outcomes(ops: list[Op], all_pids: set[int], report: Report) -> None:
             report.bad(f"{op.describe()}: {op.detail.get('type') if op.detail else ''} "
                        f"{op.detail.get('msg') if op.detail else ''}\n{trace}")
             continue
-        gone = f"namespace '{BackupNamespace.parse(op.args['ns']).display()}' does not exist"
-        if op.op == "list" and op.outcome == "not-found" and op.detail["msg"] != gone:
+        if op.op == "list" and op.outcome == "not-found" and op.detail["msg"] != (
+                f"namespace '{BackupNamespace.parse(op.args['ns']).display()}' does not exist"):
             report.bad(f"{op.describe()}: a listing failed on something that vanished "
                        f"beneath it: {op.detail['msg']}")
         if op.op in MOVES and op.outcome == "not-found" and (
@@ -455,13 +566,23 @@ def check_outcomes(ops: list[Op], all_pids: set[int], report: Report) -> None:
                        f"{op.detail['warnings']}")
         if op.outcome == "conflict" and not op.detail["conflicts"]:
             report.bad(f"{op.describe()}: a MoveConflict without conflicts: {op.detail}")
+        if op.outcome == "not-found" and "chunk" in op.detail["msg"]:
+            report.bad(f"{op.describe()}: a chunk is missing: {op.detail['msg']}")
         calls = WAITING_CALLS[op.op]
-        own = JOURNAL_WAIT if op.op in MOVES else MANIFEST_WAIT  # a lock's own fixed wait
+        own = OWN_WAIT.get(op.op, MANIFEST_WAIT)  # a lock's own fixed wait
         if op.elapsed > calls * op.wait + own + HANG:
             report.bad(f"{op.describe()}: took longer than any wait explains")
         if op.outcome != "busy":
             continue
         d = op.detail
+        # A GC is refused by another one, named as such. The holders are read after the
+        # refusal from /proc/locks, which lists every writer's shared byte too (never in
+        # GC's way): when only those are named, the other GC ended in between.
+        by_gc = any("garbage collection" in h["ops"] for h in d["holders"])
+        gc_left = all(h["mode"] == "shared" for h in d["holders"])
+        if op.op == "gc" and not (d["what"].startswith("chunk store") and (by_gc or gc_left)):
+            report.bad(f"{op.describe()}: a GC refused by something other than another GC: "
+                       f"{d['msg']}")
         lock_wait, extra = op.wait, 0.0
         if d["what"].startswith("manifest"):
             lock_wait = extra = MANIFEST_WAIT
@@ -494,8 +615,8 @@ def _ns(text: str) -> BackupNamespace:
 
 def place_keys(ns: BackupNamespace, group: str) -> list[tuple[str, ...]]:
     """The keys of the moves and removals that act on a snapshot of `group` in `ns`: its
-    group, its namespace and each non-root ancestor."""
-    return [("group", str(ns), group)] + [
+    group, its namespace and each ancestor (the root: prunes of the whole datastore)."""
+    return [("group", str(ns), group), ("ns", str(BackupNamespace()))] + [
         ("ns", str(a)) for a in [*ns.ancestors(), ns] if not a.is_root]
 
 
@@ -505,13 +626,16 @@ Place = tuple[BackupNamespace | None, bool]  # (namespace or GONE, possibly half
 @dataclass(frozen=True, eq=False)
 class Act:
     """An operation that may change where a snapshot is: a move, or a removal of a group,
-    of a namespace subtree or (a forget) of the snapshot itself.
+    of a namespace subtree or (a forget, or a prune that removed it) of the snapshot itself.
 
     It acts once, at one moment between its begin and end lines, if it succeeded (`must`);
     a killed removal acts at most once before its kill, maybe only half; a killed move acts
     at any moments from its begin on, again and again, or never (`repeat`: it died with its
     intent log, which any later open may complete, and the tree is unlocked meanwhile).
-    Refused, conflicting and failed operations changed nothing and are no Acts."""
+    A prune that ended is one removal per snapshot its rows say it removed; a killed one is
+    a killed removal of its whole scope (group, or namespace subtree to its depth): it may
+    have removed any of them. Refused, conflicting and failed operations changed nothing
+    and are no Acts."""
 
     op: Op
     key: tuple[str, ...]
@@ -523,6 +647,7 @@ class Act:
     end: float
     must: bool
     repeat: bool
+    found: tuple[str, str] | None = None  # a removal of one snapshot: where it was (ns, group)
 
     @classmethod
     def of(cls, op: Op) -> Act:
@@ -531,12 +656,33 @@ class Act:
         end: float = INF if killed and op.op in MOVES else op.end
         if op.op == "forget":
             return cls(op, ("forget", str(a["time"])), None, None, None, None, op.t0, end,
-                       not killed, False)
+                       not killed, False, (a["ns"], a["group"]))
         source, group = _ns(a["ns"]), a.get("group")
         key = ("group", a["ns"], group) if group is not None else ("ns", a["ns"])
         target = _ns(a["target"]) if op.op in MOVES else None
         return cls(op, key, source, target, group, a.get("max_depth"), op.t0, end,
                    not killed, killed and op.op in MOVES)
+
+    @classmethod
+    def pruned(cls, op: Op, ns: str, group: str, snap_time: int) -> Act:
+        """One snapshot a prune that ended removed, found in `ns`."""
+        return cls(op, ("forget", str(snap_time)), None, None, None, None, op.t0, op.end,
+                   True, False, (ns, group))
+
+    @classmethod
+    def all_of(cls, ops: list[Op]) -> list[Act]:
+        """The Acts of every operation that may have moved or removed a snapshot."""
+        acts: list[Act] = []
+        for op in ops:
+            if op.op in PRUNES and op.outcome == "ok":
+                acts += [cls.pruned(op, *row) for row in op.detail["removed"]]
+                continue
+            killed_remover = op.op in REMOVERS + MOVES or (
+                op.op in PRUNES and not op.args["dry_run"])
+            if (op.killed_at is not None and killed_remover) or (
+                    op.outcome == "ok" and op.op in REMOVERS + MOVES):
+                acts.append(cls.of(op))
+        return acts
 
     def acts_on(self, ns: BackupNamespace, group: str) -> bool:
         if self.source is None:
@@ -710,8 +856,8 @@ class Fate:
         return {p for p, _ in worlds}
 
     def _act(self, act: Act, place: Place) -> tuple[Place, ...]:
-        if act.source is None and act.must and place[0] == _ns(act.op.args["ns"]) \
-                and act.op.args["group"] == self.group:
+        if act.found is not None and act.must and place[0] == _ns(act.found[0]) \
+                and act.found[1] == self.group:
             self.forget_hits.add(act)
         new = act.apply(place, self.group)
         if any(p[0] is None for p in new):
@@ -744,24 +890,27 @@ def list_everything(ds: Datastore) -> dict[int, list[tuple[str, str, bool]]]:
 
 
 def check_snapshots(ds: Datastore, ops: list[Op], scratch: Path,
-                    report: Report) -> tuple[int, int]:
-    """The datastore against the ledgers; returns how many finished snapshots were restored
-    and how many unfinished ones (left by kills) were found."""
+                    report: Report) -> tuple[int, int, dict[int, Fate]]:
+    """The datastore against the ledgers; returns how many finished snapshots were restored,
+    how many unfinished ones (left by kills) were found, and every snapshot's Fate."""
     backups = {op.args["time"]: op for op in ops if op.op == "backup"
                and (op.outcome == "ok" or op.killed_at is not None)}
     failed = {op.args["time"] for op in ops if op.op == "backup" and op.outcome not in
               (None, "ok")}
-    acts = Acts([Act.of(op) for op in ops if op.op in REMOVERS + MOVES
-                 and (op.outcome == "ok" or op.killed_at is not None)])
+    every = Act.all_of(ops)
+    acts = Acts(every)
     fates = {snap_time: Fate(made, acts) for snap_time, made in backups.items()}
-    for op in ops:
-        if op.op == "forget" and op.outcome == "ok":
-            fate = fates.get(op.args["time"])
-            if fate is None or fate.group != op.args["group"] or fate.made.t0 > op.end:
-                report.bad(f"{op.describe()}: forgot a snapshot no backup made")
+    for act in every:
+        if act.found is not None and act.must:
+            snap_time = int(act.key[1])
+            fate = fates.get(snap_time)
+            if fate is None or fate.group != act.found[1] or fate.made.t0 > act.op.end:
+                report.bad(f"{act.op.describe()}: removed snapshot {snap_time} of "
+                           f"{act.found[1]} in '{act.found[0]}', which no backup made")
     for fate in fates.values():
         for act in fate.forgot_elsewhere:
-            report.bad(f"{act.op.describe()}: forgot {fate.made.describe()} in a namespace "
+            report.bad(f"{act.op.describe()}: removed {fate.made.describe()} in "
+                       f"'{act.found[0] if act.found else '?'}', a namespace "
                        f"where it cannot have been (it may have been in "
                        f"{sorted(map(str, fate.reach))})")
     found = list_everything(ds)
@@ -826,7 +975,113 @@ def check_snapshots(ds: Datastore, ops: list[Op], scratch: Path,
     report.notes.insert(0, f"{len(placed)} snapshots found, {moved} of them moved away from "
                         f"the namespace they were made in; the ledgers fix the fate (one place, "
                         f"or removed) of {certain} of {len(fates)} snapshots made")
-    return restored, unfinished
+    return restored, unfinished, fates
+
+
+def check_maintenance(ops: list[Op], fates: dict[int, Fate], run: StressRun,
+                      report: Report) -> tuple[str, int]:
+    """Verify, prune and GC outcomes beyond their accounting (prune removals are Acts).
+
+    - no verify fails a snapshot, except an unfinished one a killed backup left (its
+      manifest does not load, as in PBS) and one a killed removal may have half removed;
+      no chunk is ever found corrupt or missing (nothing corrupts chunks here);
+    - a prune skips a snapshot only because it is locked (named holders) or gone;
+    - no GC finds a bad chunk; one that ended before the first ageing, sooner after the start
+      than its cutoff, removed nothing (nothing was old enough).
+
+    Returns a line for the summary and how many chunks GCs removed."""
+    for op in ops:
+        if op.op == "verify" and op.outcome == "ok":
+            d = op.detail
+            if d["corrupt"] or d["renamed"]:
+                report.bad(f"{op.describe()}: found {d['corrupt']} corrupt or missing chunk(s), "
+                           f"renamed {d['renamed']}: {d['failed'][:3]}")
+            for failed in d["failed"]:
+                fate = fates.get(failed["time"])
+                killed_backup = fate is not None and fate.made.killed_at is not None and all(
+                    e.startswith("manifest load error") for e in failed["errors"])
+                half_removed = fate is not None and any(
+                    not a.must and a.target is None for a in fate.removed_by)
+                if not (killed_backup or half_removed):
+                    report.bad(f"{op.describe()}: verify failed {failed}")
+        elif op.op in PRUNES and op.outcome == "ok":
+            for row in op.detail["skipped"]:
+                reason = row[3]
+                if " is locked" in reason:
+                    pids = {int(p) for p in re.findall(r"\bpid (\d+)", reason)}
+                    if op.pid in pids or not pids <= set(run.pids.values()) | run.helper_pids:
+                        report.bad(f"{op.describe()}: skipped {row[:3]} for a holder that is "
+                                   f"itself or no worker: {reason}")
+                elif "does not exist" not in reason:
+                    report.bad(f"{op.describe()}: skipped {row[:3]}: {reason}")
+        elif op.op == "gc" and op.outcome == "ok":
+            d = op.detail
+            if d["removed_bad"] or d["still_bad"]:
+                report.bad(f"{op.describe()}: found bad chunks: {d}")
+            first_ageing = run.ageings[0][0] if run.ageings else INF
+            if op.end < first_ageing and d["removed_chunks"] and \
+                    (op.end - run.started_ns) / 1e9 < op.args["cutoff"] * 60:
+                report.bad(f"{op.describe()}: removed {d['removed_chunks']} chunks though "
+                           f"none was older than its cutoff: {d}")
+    return maintenance_summary(ops, run)
+
+
+def maintenance_summary(ops: list[Op], run: StressRun) -> tuple[str, int]:
+    def of(*kinds: str) -> list[Op]:
+        return [op for op in ops if op.op in kinds]
+
+    prunes = of(*PRUNES)
+    pruned = [op for op in prunes if op.outcome == "ok"]
+    removed = sum(len(op.detail["removed"]) for op in pruned)
+    skipped = [row for op in pruned for row in op.detail["skipped"]]
+    busy_rows = sum(1 for row in skipped if " is locked" in row[3])
+    verifies = [op for op in of("verify") if op.outcome == "ok"]
+    reasons: Counter[str] = Counter()
+    for op in verifies:
+        reasons.update(op.detail["skipped"])
+    gcs = of("gc")
+    gc_ok = [op for op in gcs if op.outcome == "ok"]
+    gc_removed = sum(op.detail["removed_chunks"] for op in gc_ok)
+    removing = sum(1 for op in gc_ok if op.detail["removed_chunks"])
+    gc_gone = sum(1 for op in gcs if op.outcome == "busy" and not any(
+        "garbage collection" in h["ops"] for h in op.detail["holders"]))
+    ageings = ", ".join(f"{n} chunk files in {t:.2f} s" for _, n, t in run.ageings)
+    line = (f"prunes: {len(prunes)} ran ({len(of('prune-group'))} of a group, "
+            f"{len(of('prune-ds'))} of a namespace tree, "
+            f"{sum(1 for op in prunes if op.args['dry_run'])} dry runs), "
+            f"{sum(1 for op in prunes if op.outcome == 'busy')} refused, "
+            f"{sum(1 for op in prunes if op.outcome is None)} killed; they removed {removed} "
+            f"snapshots and skipped {len(skipped)} ({busy_rows} busy)\n"
+            f"verifies: {len(of('verify'))} ran, {len(of('verify')) - len(verifies)} of them "
+            f"found no namespace, group or snapshot to verify; snapshots "
+            f"{sum(op.detail['ok'] for op in verifies)} ok, skipped {dict(reasons)}, "
+            f"{sum(len(op.detail['failed']) for op in verifies)} failed (left by kills), "
+            f"{sum(op.detail['chunks'] for op in verifies)} chunks verified\n"
+            f"GCs: {len(gcs)} ran, {len(gc_ok)} of them to the end, "
+            f"{sum(1 for op in gcs if op.outcome == 'busy')} refused by another GC ("
+            f"{gc_gone} of them named only writers: it had ended), "
+            f"{sum(1 for op in gcs if op.outcome is None)} killed; {removing} of them removed "
+            f"{gc_removed} chunks ({sum(op.detail['removed_bytes'] for op in gc_ok)} bytes), "
+            f"{sum(op.detail['pending_chunks'] for op in gc_ok)} pending; ageings: "
+            f"{ageings or 'none'}")
+    return line, gc_removed
+
+
+def check_no_missing_chunk(store: Path, report: Report) -> str:
+    """The independent checker (tools/pbs_check.py, written from the spec alone) finds every
+    chunk an index references, and nothing else wrong. The test stores are sparse: its
+    complaint about missing prefix directories is ignored. Returns its summary."""
+    tool = REPO / "tools" / "pbs_check.py"
+    result = subprocess.run([sys.executable, str(tool), "--no-chunk-scan", str(store)],
+                            capture_output=True, text=True, timeout=600)
+    errors = [line for line in result.stdout.splitlines() if "prefix directories" not in line]
+    if errors or result.returncode not in (0, 1):
+        report.bad(f"pbs_check found {len(errors)} error(s) (exit {result.returncode}): "
+                   + "\n".join(errors[:20]) + result.stderr[-2000:])
+    summary = [line for line in result.stderr.splitlines() if line.startswith("pbs_check:")]
+    ignored = len(result.stdout.splitlines()) - len(errors)
+    return (summary[-1] if summary else "pbs_check: no summary") + (
+        f" (the {ignored} about the sparse store's prefix directories ignored)")
 
 
 def check_nothing_locked(ds: Datastore, report: Report) -> None:
@@ -869,7 +1124,8 @@ def check_later_backups(ds: Datastore, base: Path, counter: str, report: Report)
             try:
                 result = run_backup(ds, BackupRequest(
                     ns, group, snap_time, [ArchiveSpec.parse(f"root.tar:{source.root}"),
-                                           ArchiveSpec.parse(f"meta.conf:{meta}")], OWNER))
+                                           ArchiveSpec.parse(f"meta.conf:{meta}")], OWNER,
+                    chunk_size=CHUNK_SIZE))
                 expected = newest.dir if newest else None
                 if result.base != expected:
                     report.bad(f"final backup into {name} in '{ns}' built on {result.base}, "
@@ -996,7 +1252,8 @@ def test_stress_real_processes(tmp_path: Path, stress_seconds: float,
             if t < stress_seconds - 10)]
     else:
         kill_plan = [(stress_seconds * at, target) for at, target in SHORT_KILLS]
-    run = StressRun(tmp_path, stress_seconds, kill_plan, seed)
+    epochs = max(2, round(stress_seconds / EPOCH_LONG)) if long_mode else SHORT_EPOCHS
+    run = StressRun(tmp_path, stress_seconds, kill_plan, seed, epochs)
     run.setup()
     started = time.monotonic()
     run.run()
@@ -1005,15 +1262,19 @@ def test_stress_real_processes(tmp_path: Path, stress_seconds: float,
     check_outcomes(ops, set(run.pids.values()) | run.helper_pids, report)
     ds, recovery = final_open(run, report)
     check_nothing_locked(ds, report)
-    restored, unfinished = check_snapshots(ds, ops, tmp_path / "scratch", report)
+    restored, unfinished, fates = check_snapshots(ds, ops, tmp_path / "scratch", report)
+    maintenance, gc_removed = check_maintenance(ops, fates, run, report)
     later = check_later_backups(ds, tmp_path / "scratch", run.counter, report)
+    checked = [*run.checks, check_no_missing_chunk(run.store, report)]
 
     table = count_table(ops, run.kills)
     summary = (f"stress: seed {seed}, {stress_seconds:.0f} s, {len(run.pids)} worker processes "
                f"({WORKERS} at a time), {len(ops)} operations, {restored} snapshots restored "
                f"at the end ({unfinished} unfinished left by kills), {later} later backups, "
                f"{time.monotonic() - started:.1f} s\n"
-               f"{table}\n{recovery}")
+               f"{table}\n{maintenance}\n{recovery}\n"
+               + "\n".join(f"{'at the end' if i == len(checked) - 1 else f'epoch {i + 1}'}"
+                           f": {line}" for i, line in enumerate(checked)))
     for note in report.notes:
         summary += f"\nnote: {note}"
     print(summary)
@@ -1033,6 +1294,9 @@ def test_stress_real_processes(tmp_path: Path, stress_seconds: float,
     assert any(k.in_flight in MOVES for k in run.kills), \
         f"no kill caught a move in flight: {run.kills}"
     assert restored > 0, "no snapshot survived to be restored at the end"
+    assert gc_removed > 0, "no GC removed a chunk"
+    assert any(op.detail["removed"] for op in ops if op.op in PRUNES and op.outcome == "ok"), \
+        "no prune removed a snapshot"
 
 
 @pytest.mark.timeout(60)
@@ -1104,4 +1368,35 @@ def test_fate_tries_every_order() -> None:
     fate = Fate(op("backup", 0, 10, ns="a", group=group, time=1),
                 Acts([Act.of(a_to_d), Act.of(wrong)]))
     assert [a.op for a in fate.forgot_elsewhere] == [wrong]  # it was in 'd' by then
+
+    def prune(kind: str, t0: int, t1: int, outcome: str | None = "ok",
+              removed: tuple[str, ...] = (), **args: Any) -> Op:
+        made = op(kind, t0, t1, outcome, dry_run=False, **args)
+        made.detail = {"removed": [[ns, group, 1] for ns in removed]}
+        return made
+
+    def pruned(*prunes: Op) -> set[str]:
+        made = op("backup", 0, 10, ns="a", group=group, time=1)
+        fate = Fate(made, Acts(Act.all_of([a_to_d, *prunes])))
+        assert not fate.forgot_elsewhere
+        return {"GONE" if ns is None else str(ns) + ("~" if damaged else "")
+                for ns, damaged in fate.final}
+
+    # rows say what a prune removed; one that did not name it changed nothing
+    assert pruned(prune("prune-group", 40, 50, removed=("d",), ns="d", group=group)) == \
+        {"GONE"}
+    assert pruned(prune("prune-ds", 40, 50, removed=("d",), ns="", max_depth=None)) == \
+        {"GONE"}
+    assert pruned(prune("prune-ds", 40, 50, ns="", max_depth=None)) == {"d"}
+    assert pruned(prune("prune-ds", 25, 50, removed=("a",), ns="a", max_depth=0)) == \
+        {"GONE"}  # before the move
+    # a killed prune may have removed (half) anything in its scope, and nothing outside
+    assert pruned(prune("prune-ds", 40, 50, None, ns="", max_depth=None)) == \
+        {"GONE", "d", "d~"}
+    assert pruned(prune("prune-ds", 40, 50, None, ns="", max_depth=0)) == {"d"}
+    assert pruned(prune("prune-group", 40, 50, None, ns="a", group=group)) == {"d"}
+    misplaced = prune("prune-group", 40, 50, removed=("a",), ns="a", group=group)
+    fate = Fate(op("backup", 0, 10, ns="a", group=group, time=1),
+                Acts(Act.all_of([a_to_d, misplaced])))
+    assert [a.op for a in fate.forgot_elsewhere] == [misplaced]
 
