@@ -285,3 +285,38 @@ def test_backup_deduplicating_a_chunk_the_sweep_is_about_to_remove(ds: Datastore
     assert no_missing_chunks(ds)
     assert gc.status.removed_chunks == 0  # type: ignore[attr-defined]
     assert not list((Path(ds.path) / ".chunks").rglob("*.sweep"))
+
+
+def test_a_backup_running_when_gc_listed_its_group_loses_nothing(
+    ds: Datastore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GC lists the group while S2 is still being written (no index yet, S1 its base); S2
+    finishes reusing S1's chunks untouched and S1 is pruned before GC marks it. S1's index
+    vanishing must make GC list the group again, although S1 was not the newest listed."""
+    import threading
+
+    from chunkyard.client import backup as backup_module
+
+    src = make_src(tmp_path / "src", 30, size=2_000_000)
+    s1 = backup(ds, src, "", HOST, T0)
+    age_chunks(ds, 2 * DAY)
+    go, paused = threading.Event(), threading.Event()
+    original = backup_module._BackupRun.backup_archive
+
+    def paused_archive(self: object, *args: object, **kwargs: object) -> object:
+        paused.set()  # the snapshot directory exists, its index does not yet
+        go.wait(60)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backup_module._BackupRun, "backup_archive", paused_archive)
+    done: dict[str, BackupDir] = {}
+    writer = threading.Thread(target=lambda: done.setdefault(
+        "s2", backup(ds, src, "", HOST, T0 + 60)))
+    writer.start()
+    assert paused.wait(20)
+    with frozen_gc(ds, "gc.group-listed@1"):
+        go.set()
+        writer.join(60)
+        forget_snapshot(ds, ROOT, s1)
+    assert restores(ds, "", done["s2"], src, tmp_path)
+    assert no_missing_chunks(ds)

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from chunkyard.datastore.chunk_store import ChunkStore
+from chunkyard.errors import NotFound
 from chunkyard.formats.blob import chunk_digest, encode_blob
 from chunkyard.formats.crypt import CryptConfig
 
@@ -69,11 +70,15 @@ class ChunkSink:
             first_time = digest not in self._seen
             self._seen.add(digest)
         if not first_time or self._store.exists(digest):
-            if first_time:
-                self._store.touch(digest)
-            with self._lock:
-                self.stats.duplicates += 1
-            return digest, size
+            try:
+                if first_time:
+                    self._store.touch(digest)
+            except NotFound:  # a GC in another process swept it since `exists`: write it anew
+                pass
+            else:
+                with self._lock:
+                    self.stats.duplicates += 1
+                return digest, size
         encoded = encode_blob(data, compress=True, crypt=self._crypt)
         self._store.insert(digest, encoded)
         with self._lock:

@@ -12,11 +12,11 @@ import enum
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from chunkyard.datastore.backend import EntryKind, Stat, StorageBackend
 from chunkyard.datastore.layout import CHUNKS_DIR, LOCK_FILE
-from chunkyard.errors import DatastoreError, InvalidName, NotFound
+from chunkyard.errors import AlreadyExists, DatastoreError, InvalidName, NotFound
 from chunkyard.formats.blob import (
     COMPRESSED_BLOB_MAGIC_1_0,
     ENCRYPTED_BLOB_MAGIC_1_0,
@@ -31,6 +31,7 @@ DIGEST_SIZE = 32
 CHUNK_DIR_MODE = 0o750
 LOCK_FILE_MODE = 0o644
 PREFIX_COUNT = 0x10000
+SWEEP_SUFFIX = ".sweep"  # a chunk GC's sweep has set aside while it decides (maintenance.gc)
 _LOCK_STRIPES = 1024
 
 
@@ -133,10 +134,21 @@ class ChunkStore:
     def load(self, digest: bytes) -> bytes:
         """The encoded chunk (DataBlob) as stored; NotFound if there is none."""
         key = chunk_key(digest)
-        try:
-            return self._backend.read(key)
-        except NotFound:
-            raise NotFound(f"chunk {digest.hex()} is missing from the chunk store") from None
+        for attempt in range(2):
+            try:
+                return self._backend.read(key)
+            except NotFound:
+                if attempt or not self._recover_swept(key):
+                    break
+        raise NotFound(f"chunk {digest.hex()} is missing from the chunk store")
+
+    def _recover_swept(self, key: str) -> bool:
+        """A GC killed between setting a chunk aside (`<chunk>.sweep`) and deciding about it
+        can leave a chunk a finished backup still needs out of sight: put it back (the next
+        GC would, and then judge it anew). True if the chunk is there now."""
+        with suppress(NotFound, AlreadyExists):
+            self._backend.rename(key + SWEEP_SUFFIX, key, no_replace=True)
+        return self._backend.exists(key)
 
     def exists(self, digest: bytes) -> bool:
         return self._backend.exists(chunk_key(digest))
@@ -151,10 +163,14 @@ class ChunkStore:
     def touch(self, digest: bytes) -> None:
         """Mark the chunk as in use for GC (atime = now); NotFound if it is missing."""
         key = chunk_key(digest)
-        try:
-            self._backend.touch_atime(key)
-        except NotFound:
-            raise NotFound(f"chunk {digest.hex()} is missing from the chunk store") from None
+        for attempt in range(2):
+            try:
+                self._backend.touch_atime(key)
+                return
+            except NotFound:
+                if attempt or not self._recover_swept(key):
+                    break
+        raise NotFound(f"chunk {digest.hex()} is missing from the chunk store")
 
     def rename_corrupt(self, digest: bytes) -> str | None:
         """Rename a corrupt chunk to `<digest>.<N>.bad` (§8.5), N the first unused of 0..9

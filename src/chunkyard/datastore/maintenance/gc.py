@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chunkyard.datastore.backend import EntryKind, Stat
-from chunkyard.datastore.chunk_store import PREFIX_COUNT, chunk_key
+from chunkyard.datastore.chunk_store import PREFIX_COUNT, SWEEP_SUFFIX, chunk_key
 from chunkyard.datastore.datastore import ZERO_CHUNK_SIZE, Datastore
 from chunkyard.datastore.layout import CHUNKS_DIR, GC_STATUS_FILE, snapshot_key
 from chunkyard.datastore.locking import LockBusy, LockSession, Mode
@@ -48,7 +48,6 @@ GROUP_RETRIES = 10                     # then the group is locked for the last a
 STATUS_FILE_MODE = 0o644
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _BAD = re.compile(r"([0-9a-f]{64})\.([0-9])\.bad")
-SWEEP_SUFFIX = ".sweep"
 
 Progress = Callable[[str, int, int], None]   # (phase, done, total)
 _GC_MUTEX = threading.Lock()                 # one GC per process (PBS's gc_mutex)
@@ -249,13 +248,18 @@ class Marker:
                 if attempt == 0:
                     fault_point("gc.group-listed")
                 restart = False
+                # Up to the newest finished snapshot, a vanished index means the group changed
+                # under us (pruned, while a backup that was still running when we listed may
+                # have finished on it as its base, reusing its chunks untouched): re-list.
+                newest_finished = next((i for i, info in enumerate(snaps) if info.finished),
+                                       len(snaps))
                 for i, info in enumerate(snaps):
                     prefix = snapshot_key(ns, info.dir)
                     for name in info.files:
                         if not name.endswith((".fidx", ".didx")):
                             continue
-                        if not self._mark_index(f"{prefix}/{name}") and i == 0:
-                            restart = True  # the newest vanished (pruned): re-list
+                        if not self._mark_index(f"{prefix}/{name}") and i <= newest_finished:
+                            restart = True
                             break
                     if restart:
                         break
