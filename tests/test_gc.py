@@ -113,6 +113,45 @@ def test_gc_removes_what_no_index_references_and_keeps_the_rest(ds: Datastore,
     assert oct(os.stat(Path(ds.path) / ".gc-status").st_mode & 0o777) == "0o644"
 
 
+class _Abort(Exception):
+    pass
+
+
+@pytest.mark.parametrize("calls", [1, 2, 40_000])  # marking, at the sweep's start, mid-sweep
+def test_an_aborted_gc_stops_where_asked_and_loses_nothing(ds: Datastore, tmp_path: Path,
+                                                          calls: int) -> None:
+    src = make_src(tmp_path / "src", 11)
+    kept = backup(ds, src, "", HOST, T0)
+    garbage_collection(ds, upid="UPID:first", options=GcOptions(atime_safety_check=False))
+    garbage = set()
+    for i in range(60):
+        digest, encoded = encode_chunk(random.Random(i).randbytes(100))
+        ds.chunk_store.insert(digest, encoded)
+        garbage.add(digest.hex())
+    age_chunks(ds, 2 * DAY)
+    before = set(chunk_files(ds))
+    seen = 0
+
+    def check_abort() -> None:  # called before the one index, then before each prefix dir
+        nonlocal seen
+        seen += 1
+        if seen == calls:
+            raise _Abort
+
+    with pytest.raises(_Abort):
+        garbage_collection(ds, upid="UPID:aborted", check_abort=check_abort,
+                           options=GcOptions(atime_safety_check=False))
+    swept_prefixes = max(0, calls - 2)  # prefix directories 0 .. calls - 3 were swept
+    removed = {d for d in garbage if int(d[:4], 16) < swept_prefixes}
+    assert 0 < len(removed) < len(garbage) or calls < 40_000
+    assert set(chunk_files(ds)) == before - removed  # nothing else gone, nothing set aside
+    assert load_status(ds).upid == "UPID:first"  # the last complete run's status stays
+    assert restores(ds, "", kept, src, tmp_path) and no_missing_chunks(ds)
+    status = garbage_collection(ds, options=GcOptions(atime_safety_check=False))
+    assert status.removed_chunks + status.disk_chunks == len(before - removed)
+    assert garbage - removed <= before - set(chunk_files(ds))
+
+
 def test_recent_garbage_is_pending_and_old_garbage_goes(ds: Datastore, tmp_path: Path) -> None:
     src = make_src(tmp_path / "src", 3)
     snap = backup(ds, src, "", HOST, T0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,8 @@ def test_gc(srv: Server, adm: Api) -> None:
     log = task_log(adm, upid)
     assert status["exitstatus"] == "OK", log
     assert status["type"] == "garbage_collection" and status["id"] == "store1"
+    assert "Start GC phase1 (mark used chunks)" in log[1], log
+    assert any("Start GC phase2 (sweep unused chunks)" in line for line in log[2:]), log
     assert any(line.endswith("On-Disk chunks: " + line.rsplit(" ", 1)[-1])
                for line in log if "On-Disk chunks" in line)
     after = data_of(login(srv.base, "audit@pbs").get(STORE + "/gc"))
@@ -451,3 +454,23 @@ def test_gc(srv: Server, adm: Api) -> None:
     assert after["index-file-count"] > 0 and after["duration"] >= 0
     assert "last-run-endtime" in after
     error_of(adm.get("/admin/datastore/nope/gc"), 404)
+
+
+def test_gc_abort(srv: Server, adm: Api) -> None:
+    """A GC task stopped during its atime check (two 1 s sleeps) ends at the next index with
+    PBS's abort message, and `.gc-status` keeps the last complete run."""
+    done = data_of(adm.post(STORE + "/gc"))
+    assert wait_task(adm, done)["exitstatus"] == "OK"
+    upid = data_of(adm.post(STORE + "/gc"))
+    deadline = time.monotonic() + 10
+    while not any("starting garbage collection" in line for line in task_log(adm, upid)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the check's first second
+    data_of(adm.delete(f"/nodes/localhost/tasks/{upid}"))
+    status = wait_task(adm, upid)
+    log = task_log(adm, upid)
+    assert status["exitstatus"] == "abort requested - aborting task", log
+    assert "received abort request ..." in "\n".join(log)
+    assert not any("Removed garbage" in line for line in log)
+    assert data_of(adm.get(STORE + "/gc"))["upid"] == done

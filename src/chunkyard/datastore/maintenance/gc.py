@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chunkyard.datastore.backend import EntryKind, Stat
+from chunkyard.datastore.chunk_scan import ChunkScan, is_chunk_name
 from chunkyard.datastore.chunk_store import PREFIX_COUNT, SWEEP_SUFFIX, chunk_key
 from chunkyard.datastore.datastore import ZERO_CHUNK_SIZE, Datastore
 from chunkyard.datastore.layout import CHUNKS_DIR, GC_STATUS_FILE, snapshot_key
@@ -46,10 +47,10 @@ WRITER_MARGIN = 300                    # seconds below the oldest writer's start
 DEFAULT_CACHE_CAPACITY = 1024 * 1024   # digests (PBS's gc-cache-capacity)
 GROUP_RETRIES = 10                     # then the group is locked for the last attempt
 STATUS_FILE_MODE = 0o644
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _BAD = re.compile(r"([0-9a-f]{64})\.([0-9])\.bad")
 
 Progress = Callable[[str, int, int], None]   # (phase, done, total)
+AbortCheck = Callable[[], None]              # raises to stop GC (a task's abort request)
 _GC_MUTEX = threading.Lock()                 # one GC per process (PBS's gc_mutex)
 
 
@@ -135,8 +136,13 @@ class GcOptions:
 
 def garbage_collection(ds: Datastore, *, upid: str | None = None,
                        options: GcOptions | None = None,
-                       progress: Progress | None = None) -> GcStatus:
-    """Run both phases and write `.gc-status`; LockBusy if another GC runs."""
+                       progress: Progress | None = None,
+                       check_abort: AbortCheck | None = None) -> GcStatus:
+    """Run both phases and write `.gc-status`; LockBusy if another GC runs.
+
+    `check_abort` is called before every index and every chunk directory; whatever it
+    raises ends GC there (as PBS's worker abort does): everything removed so far was
+    garbage, nothing is half-removed, and `.gc-status` keeps the last complete run."""
     options = options or GcOptions()
     if not 1 <= options.atime_cutoff_minutes <= 2 ** 31 // 60:
         raise DatastoreError(f"atime cutoff {options.atime_cutoff_minutes} min out of range")
@@ -145,26 +151,36 @@ def garbage_collection(ds: Datastore, *, upid: str | None = None,
     try:
         with ds.locks.session("garbage collection", task_id=upid) as session:
             session.chunk_store(Mode.EXCLUSIVE)
-            return _run(ds, session, upid, options, progress or (lambda *a: None))
+            return _run(ds, session, upid, options, progress or _no_progress,
+                        check_abort or _no_abort)
     finally:
         _GC_MUTEX.release()
 
 
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+def _no_abort() -> None:
+    pass
+
+
 def _run(ds: Datastore, session: LockSession, upid: str | None, options: GcOptions,
-         progress: Progress) -> GcStatus:
+         progress: Progress, check_abort: AbortCheck) -> GcStatus:
     phase1_start = time.time()
     oldest_writer = ds.locks.oldest_shared_lock_time() or phase1_start
     if options.atime_safety_check:
-        check_atime_updates(ds)
+        check_atime_updates(ds, check_abort)
     min_atime = phase1_start - options.atime_cutoff_minutes * 60
     if oldest_writer < min_atime:
         min_atime = oldest_writer - WRITER_MARGIN
     status = GcStatus(upid=upid)
-    log.info("Start GC phase1 (mark used chunks)")
-    Marker(ds, session, status, options.cache_capacity, progress).run()
-    fault_point("gc.marked")
-    log.info("Start GC phase2 (sweep unused chunks)")
-    sweep(ds, status, int(min_atime), int(oldest_writer), progress)
+    with ChunkScan.open(ds.backend) as scan:
+        log.info("Start GC phase1 (mark used chunks)")
+        Marker(ds, session, status, scan, options.cache_capacity, progress, check_abort).run()
+        fault_point("gc.marked")
+        log.info("Start GC phase2 (sweep unused chunks)")
+        sweep(ds, scan, status, int(min_atime), int(oldest_writer), progress, check_abort)
     ds.backend.write_atomic(GC_STATUS_FILE, json.dumps(status.to_json(),
                                                        separators=(",", ":")).encode(),
                             mode=STATUS_FILE_MODE)
@@ -175,13 +191,14 @@ def _run(ds: Datastore, session: LockSession, upid: str | None, options: GcOptio
 
 # -- the atime safety check (§8.3) -------------------------------------------------------
 
-def check_atime_updates(ds: Datastore) -> None:
+def check_atime_updates(ds: Datastore, check_abort: AbortCheck = _no_abort) -> None:
     """Refuse to collect on a filesystem where touching a chunk does not move its atime."""
     digest, encoded = encode_chunk(bytes(ZERO_CHUNK_SIZE))
     ds.chunk_store.insert(digest, encoded)
     key = chunk_key(digest)
     for _ in range(2):
         time.sleep(1.0)
+        check_abort()
         before = ds.backend.stat(key)
         ds.backend.touch_atime(key)
         after = ds.backend.stat(key)
@@ -201,14 +218,17 @@ class Marker:
     """Touch every chunk of every index: by namespace tree, then the unexpected ones the walk
     found, then the move journal."""
 
-    def __init__(self, ds: Datastore, session: LockSession, status: GcStatus,
-                 cache_capacity: int, progress: Progress) -> None:
+    def __init__(self, ds: Datastore, session: LockSession, status: GcStatus, scan: ChunkScan,
+                 cache_capacity: int, progress: Progress,
+                 check_abort: AbortCheck = _no_abort) -> None:
         self.ds = ds
+        self.scan = scan
         self.session = session
         self.status = status
         self.cache: OrderedDict[bytes, None] = OrderedDict()
         self.capacity = max(0, cache_capacity)
         self.progress = progress
+        self.check_abort = check_abort
         self.seen: set[str] = set()
 
     def run(self) -> None:
@@ -277,6 +297,7 @@ class Marker:
     def _mark_index(self, key: str, *, strict: bool = False) -> bool:
         """Touch the chunks of one index; False if it vanished. Corrupt indexes are logged
         (or raised when `strict`) and skipped: their chunks cannot be known."""
+        self.check_abort()
         self.seen.add(key)
         try:
             raw = self.ds.backend.read(key)
@@ -291,23 +312,28 @@ class Marker:
             return True
         self.status.index_file_count += 1
         self.status.index_data_bytes += index.size
+        for digest in self.scan.touch(self._uncached(index.digest_list())):
+            self._missing(digest)
+        return True
+
+    def _uncached(self, digests: list[bytes]) -> list[bytes]:
+        """The digests not touched lately (PBS's LRU digest cache), now remembered."""
         cache, capacity, stats = self.cache, self.capacity, self.status.cache_stats
-        touch = self.ds.backend.touch_atime
-        for digest in index.iter_digests():
+        if not capacity:
+            stats["misses"] += len(digests)
+            return digests
+        out = []
+        for digest in digests:
             if digest in cache:
                 cache.move_to_end(digest)
-                stats["hits"] += 1
-                continue
-            stats["misses"] += 1
-            if capacity:
+            else:
                 cache[digest] = None
-                if len(cache) > capacity:
-                    cache.popitem(last=False)
-            try:
-                touch(chunk_key(digest))
-            except NotFound:
-                self._missing(digest)
-        return True
+                out.append(digest)
+        stats["hits"] += len(digests) - len(out)
+        stats["misses"] += len(out)
+        for _ in range(len(cache) - capacity):
+            cache.popitem(last=False)
+        return out
 
     def _missing(self, digest: bytes) -> None:
         """Keep the `.bad` copies of a missing chunk alive while it is referenced."""
@@ -321,30 +347,43 @@ class Marker:
 
 # -- phase 2: sweep (§8.4) ---------------------------------------------------------------
 
-def sweep(ds: Datastore, status: GcStatus, min_atime: int, oldest_writer: int,
-          progress: Progress) -> None:
-    backend = ds.backend
+def sweep(ds: Datastore, scan: ChunkScan, status: GcStatus, min_atime: int,
+          oldest_writer: int, progress: Progress, check_abort: AbortCheck = _no_abort) -> None:
+    """Survey each prefix directory in one pass (chunks in use are only counted); judge
+    each candidate again under its chunk lock before it goes; `.bad`, `.using` and `.sweep`
+    files as §8.4 and `_finish_interrupted_sweep` say."""
     for i in range(PREFIX_COUNT):
-        prefix = f"{CHUNKS_DIR}/{i:04x}"
+        check_abort()
+        if i % 256 == 0:
+            progress("sweep", i, PREFIX_COUNT)
+        name = f"{i:04x}"
         try:
-            entries = backend.list_dir(prefix)
+            survey = scan.survey(name, min_atime, oldest_writer)
         except NotFound:
             continue
-        for e in entries:
-            name = e.name
-            if len(name) == 64 and _HEX64.fullmatch(name):
-                _sweep_one(ds, status, f"{prefix}/{name}", bytes.fromhex(name), False,
-                           min_atime, oldest_writer)
-            elif len(name) == 70 and _BAD.fullmatch(name):
-                _sweep_one(ds, status, f"{prefix}/{name}", bytes.fromhex(name[:64]), True,
-                           min_atime, oldest_writer)
-            elif name.endswith(".using") and _HEX64.fullmatch(name[:64]):
-                with contextlib.suppress(NotFound):
-                    backend.remove(f"{prefix}/{name}")
-            elif name.endswith(SWEEP_SUFFIX) and _HEX64.fullmatch(name[:64]):
-                _finish_interrupted_sweep(ds, f"{prefix}/{name[:64]}")
-        if i % 256 == 255:
-            progress("sweep", i + 1, PREFIX_COUNT)
+        status.disk_chunks += survey.disk_chunks
+        status.disk_bytes += survey.disk_bytes
+        status.pending_chunks += survey.pending_chunks
+        status.pending_bytes += survey.pending_bytes
+        prefix = f"{CHUNKS_DIR}/{name}"
+        for candidate in survey.candidates:
+            _sweep_one(ds, status, f"{prefix}/{candidate}", bytes.fromhex(candidate), False,
+                       min_atime, oldest_writer)
+        for other in survey.others:
+            _sweep_other(ds, status, prefix, other, min_atime, oldest_writer)
+    progress("sweep", PREFIX_COUNT, PREFIX_COUNT)
+
+
+def _sweep_other(ds: Datastore, status: GcStatus, prefix: str, name: str, min_atime: int,
+                 oldest_writer: int) -> None:
+    if len(name) == 70 and _BAD.fullmatch(name):
+        _sweep_one(ds, status, f"{prefix}/{name}", bytes.fromhex(name[:64]), True,
+                   min_atime, oldest_writer)
+    elif name.endswith(".using") and is_chunk_name(name[:64]):
+        with contextlib.suppress(NotFound):
+            ds.backend.remove(f"{prefix}/{name}")
+    elif name.endswith(SWEEP_SUFFIX) and is_chunk_name(name[:64]):
+        _finish_interrupted_sweep(ds, f"{prefix}/{name[:64]}")
 
 
 def _stat(ds: Datastore, key: str) -> Stat | None:

@@ -334,11 +334,17 @@ def start_gc(call: Call) -> str:
         ctx.log(f"starting garbage collection on store {store}")
         ctx.check_abort()
         names = {"mark": "index files marked", "sweep": "chunk directories swept"}
+        starts = {"mark": "Start GC phase1 (mark used chunks)",
+                  "sweep": "Start GC phase2 (sweep unused chunks)"}
 
         def progress(phase: str, done: int, total: int) -> None:
+            start = starts.pop(phase, None)
+            if start is not None:
+                ctx.log(start)
             ctx.progress(done, total, names.get(phase, phase))
 
-        status = garbage_collection(ds, upid=ctx.upid, options=options, progress=progress)
+        status = garbage_collection(ds, upid=ctx.upid, options=options, progress=progress,
+                                    check_abort=ctx.check_abort)
         for line in status.summary():
             ctx.log(line)
 

@@ -1,0 +1,6 @@
+"""Types of GC's native per-chunk loops (`_chunkfs.c`); the API is documented in
+`chunk_scan.py`."""
+
+def touch_atimes(dirfd: int, digests: bytes, threads: int = 1, /) -> list[int]: ...
+def survey_dir(dirfd: int, name: str, min_atime: int, oldest_writer: int, /
+               ) -> tuple[int, int, int, int, list[str], list[str]]: ...
