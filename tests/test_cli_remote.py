@@ -24,21 +24,28 @@ def remote(server: tuple[Any, dict[str, str]], tmp_path_factory: pytest.TempPath
            ) -> dict[str, Any]:
     srv, secrets = server
     home = tmp_path_factory.mktemp("home")
-    return {"base": srv.base, "token": secrets["token"], "home": home}
+    return {"base": srv.base, "token": secrets["token"], "home": home, "data": srv.data}
 
 
 def run(remote: dict[str, Any], *args: str, token: bool = True,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None, local: bool = False
+        ) -> subprocess.CompletedProcess[str]:
     auth = ["--token", remote["token"]] if token else []
     environ = {k: v for k, v in os.environ.items()
-               if k not in ("CHUNKYARD_REPOSITORY", "CHUNKYARD_TOKEN")}
+               if k not in ("CHUNKYARD_REPOSITORY", "CHUNKYARD_TOKEN", "PBS_REPOSITORY",
+                            "PBS_PASSWORD", "PBS_FINGERPRINT")}
     environ.update({"HOME": str(remote["home"]), "XDG_CACHE_HOME": str(remote["home"] / "c"),
                     **(env or {})})
     cmd = [*CLI, *args]
-    if args[0] != "login":
+    if args[0] != "login" and not local:
         cmd += ["--server", remote["base"], *auth]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=environ,
                           stdin=subprocess.DEVNULL)
+
+
+def run_local(remote: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command on the server's datastore directory (`--repository`)."""
+    return run(remote, *args, "--repository", str(remote["data"] / "store1"), local=True)
 
 
 def ok(remote: dict[str, Any], *args: str, **kw: Any) -> str:
@@ -167,3 +174,69 @@ def test_https_with_a_pinned_fingerprint(tmp_path: Path) -> None:
         assert rows == [{"ns": ""}]
     finally:
         assert stop(srv) == 0
+
+
+# -- dry runs through the server (chunkyard's `dry-run` extension of the move API) -----------
+
+DRY_RUNS = [
+    ("group", "move", "vm/100", "--target-ns", "a"),
+    ("group", "move", "ct/200", "--target-ns", "a/b", "--merge-group", "false"),
+    ("namespace", "move", "a", "--target-ns", "z"),
+    ("namespace", "move", "a", "--target-ns", "c/a", "--max-depth", "0",
+     "--delete-source", "false"),
+]
+
+
+@pytest.mark.parametrize("args", DRY_RUNS, ids=lambda a: " ".join(a[:3]))
+def test_remote_dry_run_prints_what_a_local_one_prints(remote: dict[str, Any],
+                                                       args: tuple[str, ...]) -> None:
+    groups = api_get(remote, "/admin/datastore/store1/groups")
+    namespaces = api_get(remote, "/admin/datastore/store1/namespace")
+    tasks = len(api_get(remote, "/nodes/localhost/tasks", limit=0))
+    text = ok(remote, *args, "--dry-run")
+    assert text.startswith("dry run: would move ") and "nothing was changed" in text
+    local = run_local(remote, *args, "--dry-run")
+    assert local.returncode == 0, local.stderr
+    assert text == local.stdout
+    plan = json.loads(ok(remote, *args, "--dry-run", "--output-format", "json"))
+    local = run_local(remote, *args, "--dry-run", "--output-format", "json")
+    assert plan == json.loads(local.stdout)
+    assert plan["dry-run"] is True and plan["conflicts"] == []
+    assert plan["groups"] or plan["namespaces"]
+    pretty = ok(remote, *args, "--dry-run", "--output-format", "json-pretty")
+    assert json.loads(pretty) == plan and "\n  " in pretty
+    # nothing moved, and no task was started
+    assert api_get(remote, "/admin/datastore/store1/groups") == groups
+    assert api_get(remote, "/admin/datastore/store1/namespace") == namespaces
+    assert len(api_get(remote, "/nodes/localhost/tasks", limit=0)) == tasks
+
+
+def test_remote_dry_run_errors_are_the_moves_errors(remote: dict[str, Any]) -> None:
+    missing = run(remote, "group", "move", "vm/999", "--target-ns", "a", "--dry-run")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert missing.stderr.startswith("Error: ") and "404" in missing.stderr
+    same = run(remote, "namespace", "move", "a", "--target-ns", "a", "--dry-run")
+    assert same.returncode == 1 and same.stderr.count("\n") == 1
+    assert "source and target namespace are the same" in same.stderr
+
+
+def test_move_dry_run_api_checks_privileges_and_starts_no_task(
+        server: tuple[Any, dict[str, str]], admin: Any) -> None:
+    from tests.server_helpers import data_of, error_of, login
+
+    store = "/admin/datastore/store1"
+    group = {"backup-type": "vm", "backup-id": "100", "target-ns": "a", "dry-run": "1"}
+    ns = {"ns": "a", "target-ns": "y", "dry-run": "true"}
+    plan = data_of(admin.post(store + "/move-group", group))
+    assert plan["dry-run"] is True and plan["kind"] == "group"
+    assert plan["groups"][0]["snapshots"] == 2
+    plan = data_of(admin.post(store + "/move-namespace", ns))
+    assert plan["dry-run"] is True and plan["kind"] == "namespace"
+    for user in ("audit@pbs", "nobody@pbs", "backup@pbs"):
+        api = login(server[0].base, user)
+        assert "permission" in error_of(api.post(store + "/move-group", group), 403).lower()
+        error_of(api.post(store + "/move-namespace", ns), 403)
+    assert "boolean" in error_of(admin.post(store + "/move-group", {
+        **group, "dry-run": "perhaps"}), 400)
+    tasks = data_of(admin.get("/nodes/localhost/tasks", limit=0))
+    assert not any(t["worker_type"] == "move-namespace" for t in tasks)

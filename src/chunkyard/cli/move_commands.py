@@ -22,7 +22,9 @@ from chunkyard.cli.options import (
 from chunkyard.cli.output import OutputFormat, emit
 from chunkyard.cli.target import Target, with_target
 
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+DryRun = Annotated[bool, typer.Option(
+    "--dry-run", help="Print the plan; change nothing (with --server: chunkyard's 'dry-run' "
+                      "API extension, which PBS lacks).")]
 
 
 def _bool_option(name: str, help_text: str) -> Any:
@@ -56,11 +58,10 @@ def group_move(
         _print(result, output_format)
 
     def remote(api: Any, prefix: str) -> str:
-        _no_remote_dry_run(dry_run)
-        return str(api.post(prefix + "/move-group", {
+        return _remote_move(api, prefix + "/move-group", {
             "ns": str(source) or None, "backup-type": backup_group.type.value,
             "backup-id": backup_group.id, "target-ns": str(destination) or None,
-            "merge-group": merge}))
+            "merge-group": merge}, dry_run, output_format)
 
     target.run(local, remote)
 
@@ -96,17 +97,28 @@ def namespace_move(
         _print(result, output_format)
 
     def remote(api: Any, prefix: str) -> str:
-        _no_remote_dry_run(dry_run)
-        return str(api.post(prefix + "/move-namespace", {
+        return _remote_move(api, prefix + "/move-namespace", {
             "ns": str(source), "target-ns": str(destination), "max-depth": max_depth,
-            "delete-source": delete, "merge-groups": merge}))
+            "delete-source": delete, "merge-groups": merge}, dry_run, output_format)
 
     target.run(local, remote)
 
 
-def _no_remote_dry_run(dry_run: bool) -> None:
-    if dry_run:
-        raise UsageError("--dry-run is not available with --server (the API has no dry run)")
+def _remote_move(api: Any, path: str, params: dict[str, Any], dry_run: bool,
+                 output_format: OutputFormat) -> str:
+    """A real move starts a task (its UPID, whose log is followed); a dry run answers the
+    plan at once (chunkyard's `dry-run` extension), printed as a local dry run prints it."""
+    if not dry_run:
+        return str(api.post(path, params))
+    result = api.post(path, {**params, "dry-run": True})
+    if not isinstance(result, dict) or result.get("dry-run") is not True:
+        from chunkyard.client.api import RemoteError
+
+        # PBS refuses the unknown parameter (400), so this is a server that ignored it
+        raise RemoteError(f"the server answered no plan but {str(result)[:200]!r}: it does "
+                         "not know 'dry-run' and may have started the move")
+    _print(result, output_format)
+    return ""
 
 
 @contextmanager

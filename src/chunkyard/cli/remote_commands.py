@@ -12,7 +12,7 @@ import typer
 from chunkyard.cli.context import UsageError, one_line_errors
 from chunkyard.cli.options import Format
 from chunkyard.cli.output import OutputFormat, emit
-from chunkyard.cli.target import Target, with_target
+from chunkyard.cli.target import Target, pbs_password, with_target
 
 task_app = typer.Typer(no_args_is_help=True, help="List server tasks and show their logs.")
 
@@ -25,23 +25,48 @@ def register(app: typer.Typer) -> None:
 
 
 def login(
-    server: Annotated[str, typer.Option("--server", help="https://HOST[:8007]")],
-    user: Annotated[str, typer.Option("--user", help="user@realm, e.g. admin@pbs")],
+    server: Annotated[str | None, typer.Option(
+        "--server", help="https://HOST[:8007] (default: the host of $PBS_REPOSITORY)")] = None,
+    user: Annotated[str | None, typer.Option(
+        "--user", help="user@realm, e.g. admin@pbs (default: the user of $PBS_REPOSITORY, "
+                       "root@pam if it names none)")] = None,
     fingerprint: Annotated[str | None, typer.Option(
         "--fingerprint", help="The server certificate's SHA-256 fingerprint (or "
                               "$PBS_FINGERPRINT).")] = None,
 ) -> None:
-    """Log in with a password ($CHUNKYARD_PASSWORD or asked) and store the ticket."""
-    from chunkyard.client.api import ServerUrl
+    """Log in with a password ($CHUNKYARD_PASSWORD, $PBS_PASSWORD or asked) and store the
+    ticket (valid two hours; renewed by every command that uses it after one hour)."""
+    from chunkyard.client.api import PbsRepository, RemoteError, ServerUrl
     from chunkyard.client.api import login as api_login
 
+    if server is None:
+        from_env = os.environ.get("PBS_REPOSITORY")
+        if not from_env:
+            raise UsageError("--server is required (or set PBS_REPOSITORY)")
+        try:
+            repo = PbsRepository.parse(from_env)
+        except RemoteError as err:
+            raise UsageError(f"$PBS_REPOSITORY: {err}") from None
+        if repo.host is None:
+            raise UsageError(f"--server is required (PBS_REPOSITORY {from_env!r} names no "
+                             "host)")
+        url, user = repo.server(), user or repo.user
+    else:
+        url = ServerUrl.parse(server)
+    if not user:
+        raise UsageError("--user is required with --server")
+    if "!" in user:
+        raise UsageError(f"{user} is an API token: tokens do not log in (use --token, or "
+                         "PBS_PASSWORD with a repository naming the token)")
     password = os.environ.get("CHUNKYARD_PASSWORD")
     if password is None:
+        password = pbs_password()
+    if password is None:
         if not sys.stdin.isatty():
-            raise UsageError("no password: set CHUNKYARD_PASSWORD or use a terminal")
+            raise UsageError("no password: set CHUNKYARD_PASSWORD (or PBS_PASSWORD) or use "
+                             "a terminal")
         password = getpass.getpass(f"Password for {user}: ")
-    path = api_login(ServerUrl.parse(server), user, password,
-                     fingerprint or os.environ.get("PBS_FINGERPRINT"))
+    path = api_login(url, user, password, fingerprint or os.environ.get("PBS_FINGERPRINT"))
     typer.echo(f"logged in as {user}; ticket stored in {path}")
 
 

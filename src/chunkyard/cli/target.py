@@ -7,6 +7,27 @@ the remote half starts the task and returns its UPID, whose log is then followed
 
 `with_target` turns a command's `target: Target` parameter into the shared options
 `--repository`, `--server`, `--store`, `--token` and `--fingerprint`.
+
+Which target, first match wins (explicit options before the environment):
+
+1. `--server URL` (with `--store`, default store1): credentials `--token`, $CHUNKYARD_TOKEN,
+   else the ticket `chunkyard login` stored for that server.
+2. `--repository VALUE`, else $CHUNKYARD_REPOSITORY: a local datastore directory, except a
+   value that is no existing path, has a `:` and no `/`: that is a server in
+   proxmox-backup-client's syntax `[[user@realm[!token]@]host[:port]:]datastore`. An existing
+   path is never taken for a server, and a local path that does not exist yet can always be
+   written with a `/` (`./name:x`). No PBS repository is purely a datastore name here: a bare
+   `store1` (PBS: on localhost) stays a local directory name.
+3. $PBS_REPOSITORY, if it names a host (as proxmox-backup-client reads it; malformed: an
+   error).
+
+A server named in PBS syntax is reached over HTTPS (PBS has no plain HTTP) and authenticated
+as proxmox-backup-client does (pbs-client `connect`, `HttpClient::new`): `--token` if given;
+else $PBS_PASSWORD (its first line), the password of the repository's user (default
+root@pam; a ticket is got with it) or the secret of its API token; else, for a user, the
+ticket `chunkyard login` stored for that server and user. A token needs $PBS_PASSWORD (PBS:
+"API token secret must be provided"). The certificate: `--fingerprint`, else
+$PBS_FINGERPRINT, else the system CA store.
 """
 
 from __future__ import annotations
@@ -16,12 +37,15 @@ import os
 import urllib.parse
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
 from chunkyard.cli.context import UsageError
 from chunkyard.cli.options import open_datastore
+
+if TYPE_CHECKING:
+    from chunkyard.client.api import Credentials, PasswordLogin, PbsRepository, ServerUrl
 
 F = TypeVar("F", bound=Callable[..., Any])
 TaskStarter = Callable[[Any, str], str]
@@ -231,15 +255,68 @@ class RemoteTarget:
         return self.api
 
 
-def make_target(repository: str | None, server: str | None, store: str, token: str | None,
-                fingerprint: str | None) -> Target:
+def make_target(repository: str | None, server: str | None, store: str | None,
+                token: str | None, fingerprint: str | None) -> Target:
     if server and repository:
         raise UsageError("--server and --repository exclude each other")
-    if not server:
-        return LocalTarget(repository)
-    from chunkyard.client.api import ApiClient, Credentials, ServerUrl, stored_ticket
+    from chunkyard.client.api import ServerUrl
 
-    url = ServerUrl.parse(server)
+    if server:
+        return _server_target(ServerUrl.parse(server), store or DEFAULT_STORE, token,
+                              fingerprint)
+    source, value = "--repository", repository
+    if not value:
+        source, value = "$CHUNKYARD_REPOSITORY", os.environ.get("CHUNKYARD_REPOSITORY")
+    if value:
+        remote = _pbs_syntax(value, source)
+        if remote is None:
+            return LocalTarget(value)
+        return _pbs_target(remote, source, store, token, fingerprint)
+    from_env = os.environ.get("PBS_REPOSITORY")
+    if from_env:
+        remote = _parse_repository(from_env, "$PBS_REPOSITORY")
+        if remote.host is None:
+            raise UsageError("no repository given: use --repository PATH or --server URL "
+                             f"(PBS_REPOSITORY {from_env!r} names no host)")
+        return _pbs_target(remote, "$PBS_REPOSITORY", store, token, fingerprint)
+    return LocalTarget(None)
+
+
+def _pbs_syntax(value: str, source: str) -> PbsRepository | None:
+    """The server `value` names in PBS syntax, or None for a local directory: an existing
+    path, a value with a `/` (no PBS repository has one) or without a `:`."""
+    if os.path.lexists(value) or "/" in value or ":" not in value:
+        return None
+    return _parse_repository(value, source)
+
+
+def _parse_repository(value: str, source: str) -> PbsRepository:
+    from chunkyard.client.api import PbsRepository, RemoteError
+
+    try:
+        return PbsRepository.parse(value)
+    except RemoteError as err:
+        what = " (and no such local path)" if source != "$PBS_REPOSITORY" else ""
+        raise UsageError(f"{source}: {err}{what}") from None
+
+
+def pbs_password() -> str | None:
+    """$PBS_PASSWORD's first line, as proxmox-backup-client reads it (pbs-client
+    `get_secret_from_env`); None when unset."""
+    value = os.environ.get("PBS_PASSWORD")
+    if value is None:
+        return None
+    line = value.split("\n", 1)[0]
+    line = line[:-1] if line.endswith("\r") else line
+    if not line:
+        raise UsageError("PBS_PASSWORD is empty")
+    return line
+
+
+def _server_target(url: ServerUrl, store: str, token: str | None, fingerprint: str | None
+                   ) -> Target:
+    from chunkyard.client.api import ApiClient, Credentials, stored_ticket
+
     token = token or os.environ.get("CHUNKYARD_TOKEN")
     credentials = Credentials(token=token) if token else stored_ticket(url)
     if credentials is None:
@@ -249,13 +326,50 @@ def make_target(repository: str | None, server: str | None, store: str, token: s
     return RemoteTarget(ApiClient(url, credentials, fingerprint), store)
 
 
+def _pbs_target(repo: PbsRepository, source: str, store: str | None, token: str | None,
+                fingerprint: str | None) -> Target:
+    from chunkyard.client.api import ApiClient, Credentials, PasswordLogin, stored_ticket
+
+    if store is not None and store != repo.store:
+        raise UsageError(f"--store {store} contradicts {source}, which names the datastore "
+                         f"{repo.store!r}")
+    url = repo.server()
+    credentials: Credentials | PasswordLogin | None
+    password = None if token else pbs_password()
+    if token:
+        credentials = Credentials(token=token)
+    elif password is not None:
+        credentials = Credentials(token=f"{repo.user}:{password}") if repo.is_token \
+            else PasswordLogin(repo.user, password)
+    elif repo.is_token:
+        raise UsageError(f"the API token {repo.user} needs its secret: set PBS_PASSWORD "
+                         "(or use --token)")
+    else:
+        credentials = stored_ticket(url)
+        if credentials is None or credentials.username != repo.user:
+            raise UsageError(f"not logged in to {url.url()} as {repo.user}: set "
+                             f"PBS_PASSWORD, or run 'chunkyard login --server {url.url()} "
+                             f"--user {repo.user}'")
+    fingerprint = fingerprint or os.environ.get("PBS_FINGERPRINT")
+    return RemoteTarget(ApiClient(url, credentials, fingerprint), repo.store)
+
+
 Repository = Annotated[str | None, typer.Option(
-    "--repository", help="Datastore directory (or $CHUNKYARD_REPOSITORY).")]
+    "--repository", help="Datastore directory (or $CHUNKYARD_REPOSITORY). A value that is "
+                         "no existing path, has a ':' and no '/' names a server the way "
+                         "proxmox-backup-client does: [[user@realm[!token]@]host[:port]:]"
+                         "datastore (HTTPS; user default root@pam, authenticated with "
+                         "$PBS_PASSWORD, a password or the token's secret, else the ticket "
+                         "of 'chunkyard login'); an existing path is always local, and "
+                         "./NAME always a path. With neither this nor --server, "
+                         "$PBS_REPOSITORY is used when it names a host.")]
 Server = Annotated[str | None, typer.Option(
     "--server", help="Act through a server's API instead: https://HOST[:8007].")]
-Store = Annotated[str, typer.Option("--store", help="The server's datastore (with --server).")]
+Store = Annotated[str | None, typer.Option(
+    "--store", help="The server's datastore (with --server; default: store1).")]
 Token = Annotated[str | None, typer.Option(
-    "--token", help="API token user@realm!name:secret (or $CHUNKYARD_TOKEN); default: the "
+    "--token", help="API token user@realm!name:secret; default: $CHUNKYARD_TOKEN with "
+                    "--server, $PBS_PASSWORD with a repository in PBS syntax, else the "
                     "ticket stored by 'chunkyard login'.")]
 Fingerprint = Annotated[str | None, typer.Option(
     "--fingerprint", help="The server certificate's SHA-256 fingerprint (or "
@@ -266,7 +380,7 @@ _TARGET_PARAMS = [
                       annotation=Repository),
     inspect.Parameter("server", inspect.Parameter.KEYWORD_ONLY, default=None,
                       annotation=Server),
-    inspect.Parameter("store", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_STORE,
+    inspect.Parameter("store", inspect.Parameter.KEYWORD_ONLY, default=None,
                       annotation=Store),
     inspect.Parameter("token", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Token),
     inspect.Parameter("fingerprint", inspect.Parameter.KEYWORD_ONLY, default=None,
@@ -284,7 +398,7 @@ def with_target(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         target = make_target(kwargs.pop("repository", None), kwargs.pop("server", None),
-                             kwargs.pop("store", DEFAULT_STORE), kwargs.pop("token", None),
+                             kwargs.pop("store", None), kwargs.pop("token", None),
                              kwargs.pop("fingerprint", None))
         return func(*args, target=target, **kwargs)
 

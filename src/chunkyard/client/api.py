@@ -2,35 +2,61 @@
 
 Authentication as proxmox-backup-client: an API token (`Authorization: PBSAPIToken=...`) or a
 ticket from `POST /access/ticket` (cookie `PBSAuthCookie` plus the `CSRFPreventionToken`
-header), stored by `chunkyard login` under `~/.cache/chunkyard/tickets/` (mode 0600).
-Certificates: a pinned SHA-256 fingerprint (as `chunkyard serve` prints it) for self-signed
-servers, else the system CA store. Replies are PBS's `{"data": ...}` envelope; an error reply
-(plain text with an HTTP status) becomes a `RemoteError` with that text.
+header), got with a password at first use (`PasswordLogin`, e.g. $PBS_PASSWORD) or stored by
+`chunkyard login` under `~/.cache/chunkyard/tickets/` (mode 0600). Tickets live two hours
+(spec 11.2); like PBS's client, which renews its ticket every 15 minutes by posting it as the
+password, a ticket older than `RENEW_AFTER` is renewed before the next request (a stored one
+is stored again), and a stored ticket too old to be renewed is refused here with a hint to
+log in again. Certificates: a pinned SHA-256 fingerprint (as `chunkyard serve` prints it) for
+self-signed servers, else the system CA store. Replies are PBS's `{"data": ...}` envelope; an
+error reply (plain text with an HTTP status) becomes a `RemoteError` with that text.
+
+`PbsRepository` parses proxmox-backup-client's repository syntax
+`[[user@realm[!token]@]host[:port]:]datastore` ($PBS_REPOSITORY).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import ipaddress
 import json
 import os
+import re
 import ssl
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from chunkyard.errors import ChunkyardError
+from chunkyard.names.patterns import SAFE_ID
 
 API = "/api2/json"
 DEFAULT_PORT = 8007
 NODE = "localhost"
+DEFAULT_AUTHID = "root@pam"  # proxmox-backup-client's default user
+
+TICKET_LIFETIME = 2 * 3600  # spec 11.2
+RENEW_AFTER = 3600  # a ticket older than this is renewed before the next request
+# proxmox-backup-client stops using a cached ticket a minute before it expires; so do we
+TICKET_USABLE = TICKET_LIFETIME - 60
 
 
 class RemoteError(ChunkyardError):
     """The server refused a request, could not be reached, or a task failed."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status of a refused request
+
+
+class InvalidRepository(RemoteError):
+    """A repository is not of the form `[[user@realm[!token]@]host[:port]:]datastore`."""
 
 
 @dataclass(frozen=True)
@@ -55,14 +81,88 @@ class ServerUrl:
         """The ticket file's name: `<host>_<port>`."""
         return f"{self.host.replace(':', '_')}_{self.port}"
 
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+# proxmox-backup-client's BACKUP_REPO_URL_REGEX (pbs-api-types), with its building blocks:
+# USER_ID_REGEX_STR | APITOKEN_ID_REGEX_STR, then DNS_NAME_STR | IPRE_BRACKET_STR (IPv4
+# addresses match DNS_NAME_STR already; the bracketed IPv6 text is checked by `ipaddress`).
+_DNS_LABEL = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?)"
+_DNS_NAME = rf"(?:(?:{_DNS_LABEL}\.)*{_DNS_LABEL})"
+_USER_ID = rf"(?:[^\s:/\x00-\x1f\x7f]+@{SAFE_ID})"
+_REPO_RE = re.compile(
+    rf"^(?:(?:({_USER_ID}|{_USER_ID}!{SAFE_ID})@)?({_DNS_NAME}|\[[0-9A-Fa-f:.]+\]):)?"
+    rf"(?:([0-9]{{1,5}}):)?({SAFE_ID})\Z")
+REPOSITORY_SYNTAX = "[[user@realm[!token]@]host[:port]:]datastore"
+
+
+@dataclass(frozen=True)
+class PbsRepository:
+    """A repository in proxmox-backup-client's syntax; user root@pam, host localhost and
+    port 8007 when left out, as there."""
+
+    authid: str | None
+    host: str | None  # an IPv6 address without its brackets
+    port: int | None
+    store: str
+
+    @classmethod
+    def parse(cls, text: str) -> PbsRepository:
+        from chunkyard.names import Authid
+
+        shown = repr(text if len(text) <= 80 else text[:77] + "...")
+        match = _REPO_RE.match(text) if len(text) <= 256 else None  # PBS's max_length
+        if match is None:
+            raise InvalidRepository(f"invalid repository {shown} (expected "
+                                    f"{REPOSITORY_SYNTAX})")
+        authid, host, port_text, store = match.groups()
+        if authid is not None:
+            try:
+                authid = str(Authid.parse(authid))
+            except ChunkyardError as err:
+                raise InvalidRepository(f"invalid repository {shown}: {err}") from None
+        if host is not None and host.startswith("["):
+            host = host[1:-1]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise InvalidRepository(f"invalid repository {shown}: {host!r} is not "
+                                        "an IPv6 address") from None
+        port = None if port_text is None else int(port_text)
+        if port is not None and not 0 < port < 65536:
+            raise InvalidRepository(f"invalid repository {shown}: port {port} is out of "
+                                    "range")
+        return cls(authid, host, port, store)
+
+    @property
+    def user(self) -> str:
+        """The auth id to log in as (a user, or a token whose secret is the password)."""
+        return self.authid or DEFAULT_AUTHID
+
+    @property
+    def is_token(self) -> bool:
+        return "!" in self.user
+
+    def server(self) -> ServerUrl:
+        """The server; PBS speaks HTTPS only."""
+        return ServerUrl("https", self.host or "localhost", self.port or DEFAULT_PORT)
+
 
 @dataclass(frozen=True)
 class Credentials:
-    """An API token (`user@realm!name:secret`) or a ticket with its CSRF token."""
+    """An API token (`user@realm!name:secret`) or a ticket with its CSRF token.
 
-    token: str | None = None
-    ticket: str | None = None
-    csrf: str | None = None
+    A ticket may carry its user and when it was got (this machine's clock), so it can be
+    renewed, and the file `chunkyard login` stored it in, to store the renewed one."""
+
+    token: str | None = field(default=None, repr=False)
+    ticket: str | None = field(default=None, repr=False)
+    csrf: str | None = field(default=None, repr=False)
+    username: str | None = None
+    issued: float | None = None
+    stored: Path | None = None
 
     def headers(self, method: str) -> dict[str, str]:
         if self.token:
@@ -75,6 +175,14 @@ class Credentials:
         return {}
 
 
+@dataclass(frozen=True)
+class PasswordLogin:
+    """Log in with a password at the first request (`POST /access/ticket`)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
 def normalize_fingerprint(text: str) -> str:
     hexdigits = text.replace(":", "").strip().lower()
     if len(hexdigits) != 64 or any(c not in "0123456789abcdef" for c in hexdigits):
@@ -85,10 +193,12 @@ def normalize_fingerprint(text: str) -> str:
 class ApiClient:
     """One server: `get`/`post`/`put`/`delete` return the envelope's `data`."""
 
-    def __init__(self, server: ServerUrl, credentials: Credentials,
+    def __init__(self, server: ServerUrl, credentials: Credentials | PasswordLogin,
                  fingerprint: str | None = None, timeout: float = 60.0) -> None:
         self.server = server
-        self.credentials = credentials
+        self._login = credentials if isinstance(credentials, PasswordLogin) else None
+        self.credentials = credentials if isinstance(credentials, Credentials) else \
+            Credentials()
         self.fingerprint = normalize_fingerprint(fingerprint) if fingerprint else None
         self.timeout = timeout
 
@@ -107,10 +217,21 @@ class ApiClient:
         return self.request("DELETE", path, params)
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        credentials = self.authenticate()
+        try:
+            return self._call(method, path, params, credentials)
+        except RemoteError as err:
+            if err.status == 401 and credentials.stored is not None:
+                raise RemoteError(f"{err}; the ticket stored by 'chunkyard login' was "
+                                  f"refused: {self._relogin(credentials)}", 401) from None
+            raise
+
+    def _call(self, method: str, path: str, params: dict[str, Any] | None,
+              credentials: Credentials) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         url = API + path
         body: bytes | None = None
-        headers = {"Accept": "application/json", **self.credentials.headers(method)}
+        headers = {"Accept": "application/json", **credentials.headers(method)}
         if method in ("GET", "DELETE"):
             if clean:
                 url += "?" + urllib.parse.urlencode([(k, _text(v)) for k, v in clean.items()])
@@ -120,11 +241,72 @@ class ApiClient:
         status, data = self._send(method, url, body, headers)
         text = data.decode("utf-8", "replace")
         if status != 200:
-            raise RemoteError(_error_message(status, text))
+            raise RemoteError(_error_message(status, text), status)
         try:
             return json.loads(text).get("data") if text else None
         except (ValueError, AttributeError):
             raise RemoteError(f"unexpected reply from the server: {text[:200]!r}") from None
+
+    # -- authentication -------------------------------------------------------------------
+
+    def authenticate(self) -> Credentials:
+        """The credentials for the next request: a pending password login done, a ticket
+        older than `RENEW_AFTER` renewed (and stored again if it came from a file)."""
+        if self._login is not None:
+            login, self._login = self._login, None
+            try:
+                self.credentials = self.create_ticket(login.username, login.password)
+            except RemoteError as err:
+                raise RemoteError(f"login as {login.username} on {self.server.url()} "
+                                  f"failed: {err}", err.status) from None
+        credentials = self.credentials
+        if not credentials.ticket or credentials.issued is None:
+            return credentials
+        age = time.time() - credentials.issued
+        if age >= TICKET_USABLE:
+            raise RemoteError(f"the ticket for {credentials.username} on {self.server.url()} "
+                              f"has expired (tickets live {TICKET_LIFETIME // 3600} hours): "
+                              f"{self._relogin(credentials)}")
+        if age >= RENEW_AFTER:
+            self.credentials = self.renew(credentials)
+        return self.credentials
+
+    def create_ticket(self, username: str, password: str) -> Credentials:
+        """`POST /access/ticket`: a new ticket for a password, or for a current ticket."""
+        data = self._call("POST", "/access/ticket",
+                          {"username": username, "password": password}, Credentials())
+        if not isinstance(data, dict) or not all(
+                isinstance(data.get(k), str)
+                for k in ("username", "ticket", "CSRFPreventionToken")):
+            raise RemoteError("unexpected reply from the server to a login")
+        return Credentials(ticket=data["ticket"], csrf=data["CSRFPreventionToken"],
+                           username=data["username"], issued=time.time())
+
+    def renew(self, credentials: Credentials) -> Credentials:
+        """Renew a ticket as PBS's client does: post it as the password of its user."""
+        username = credentials.username or _ticket_user(credentials.ticket or "")
+        if not username or not credentials.ticket:
+            raise RemoteError("cannot renew a ticket that names no user")
+        try:
+            renewed = self.create_ticket(username, credentials.ticket)
+        except RemoteError as err:
+            if err.status != 401:
+                raise
+            raise RemoteError(f"renewing the ticket of {username} on {self.server.url()} "
+                              f"was refused ({err}): {self._relogin(credentials)}",
+                              401) from None
+        if credentials.stored is not None:
+            store_ticket(credentials.stored, renewed)
+            renewed = replace(renewed, stored=credentials.stored)
+        return renewed
+
+    def _relogin(self, credentials: Credentials) -> str:
+        if credentials.stored is None:
+            return "log in again"
+        user = credentials.username or "USER@REALM"
+        return f"run 'chunkyard login --server {self.server.url()} --user {user}' again"
+
+    # -- transport ------------------------------------------------------------------------
 
     def _send(self, method: str, url: str, body: bytes | None,
               headers: dict[str, str]) -> tuple[int, bytes]:
@@ -216,33 +398,66 @@ def ticket_path(server: ServerUrl) -> Path:
     return ticket_dir() / f"{server.key()}.json"
 
 
+def store_ticket(path: Path, credentials: Credentials) -> None:
+    """Write a ticket file atomically (a unique temporary file, mode 0600, renamed)."""
+    record = {"username": credentials.username, "ticket": credentials.ticket,
+              "CSRFPreventionToken": credentials.csrf,
+              "created": int(credentials.issued if credentials.issued is not None
+                             else time.time())}
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def login(server: ServerUrl, user: str, password: str,
           fingerprint: str | None = None) -> Path:
     """`POST /access/ticket`; stores the ticket and CSRF token (0600) and returns the file."""
-    client = ApiClient(server, Credentials(), fingerprint)
-    data = client.post("/access/ticket", {"username": user, "password": password})
-    record = {"username": data["username"], "ticket": data["ticket"],
-              "CSRFPreventionToken": data["CSRFPreventionToken"], "created": int(time.time())}
+    credentials = ApiClient(server, Credentials(), fingerprint).create_ticket(user, password)
     path = ticket_path(server)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
+    store_ticket(path, credentials)
     return path
 
 
+_TICKET_RE = re.compile(r"^PBS:([^:]+):([0-9A-Fa-f]{8,16})::")
+
+
+def _ticket_user(ticket: str) -> str | None:
+    match = _TICKET_RE.match(ticket)
+    return match.group(1) if match else None
+
+
 def stored_ticket(server: ServerUrl) -> Credentials | None:
+    """The ticket `chunkyard login` stored for `server`, if any (checked and renewed at the
+    first request: `ApiClient.authenticate`)."""
+    path = ticket_path(server)
     try:
-        record = json.loads(ticket_path(server).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not record.get("ticket"):
+    if not isinstance(record, dict) or not isinstance(record.get("ticket"), str):
         return None
-    return Credentials(ticket=str(record["ticket"]),
-                       csrf=str(record.get("CSRFPreventionToken") or ""))
+    ticket = record["ticket"]
+    username = record.get("username")
+    if not isinstance(username, str):
+        username = _ticket_user(ticket)
+    created = record.get("created")
+    if not isinstance(created, int | float) or isinstance(created, bool):
+        match = _TICKET_RE.match(ticket)  # older files: the ticket's own time
+        created = int(match.group(2), 16) if match else 0
+    return Credentials(ticket=ticket, csrf=str(record.get("CSRFPreventionToken") or ""),
+                       username=username, issued=float(created), stored=path)
 
 
-__all__ = ["ApiClient", "Credentials", "RemoteError", "ServerUrl", "login", "stored_ticket",
-           "ticket_path"]
+__all__ = ["DEFAULT_AUTHID", "ApiClient", "Credentials", "InvalidRepository", "PasswordLogin",
+           "PbsRepository", "RemoteError", "ServerUrl", "login", "store_ticket",
+           "stored_ticket", "ticket_path"]
