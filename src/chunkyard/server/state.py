@@ -13,6 +13,13 @@ Layout of the data directory (`chunkyard serve --data-dir`, default ./chunkyard-
 yet, so an operator's later changes are never undone. The admin's password is written to
 shadow.json and acl.cfg before user.cfg (all under the user.cfg lock), so a start cut short
 is redone whole by the next one.
+
+`ServerState.datastore` opens a configured store once and keeps it by name, reopening it when
+its configured path or the directory there (device and inode) changed; a store deleted through
+the API is dropped (`begin_delete`, `end_delete`), so a later request gets "no such datastore"
+and a new store of the same name is opened afresh. Maintenance modes gate requests as PBS's
+`MaintenanceMode::check`: `delete` (and a delete running in this server, `begin_delete`)
+refuses everything, `offline`, `unmount` and `s3-refresh` everything, `read-only` writes.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from chunkyard.server.auth import AclTree, AuthKeys, LoginRateLimiter
 from chunkyard.server.tasks import TaskManager
 
 DEFAULT_STORE = "store1"
+DELETE_WAIT = 10.0  # seconds deleting a store's data waits for its tasks and locks
 DEFAULT_ADMIN = "admin@pbs"
 ADMIN_PASSWORD_ENV = "CHUNKYARD_ADMIN_PASSWORD"
 
@@ -114,6 +122,18 @@ def ensure_defaults(data: DataDir, *, sparse: bool = False,
     return done
 
 
+OFFLINE_MODES = frozenset({"offline", "unmount", "s3-refresh"})  # refuse reads too
+
+
+def _identity(path: str) -> str | None:
+    """`<st_dev>:<st_ino>` of a store's directory (as `Datastore.identity`), None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 @dataclass
 class ServerState:
     """Everything the endpoints share; thread-safe (endpoints run on a thread pool)."""
@@ -124,19 +144,24 @@ class ServerState:
     tasks: TaskManager
     limiter: LoginRateLimiter = field(default_factory=LoginRateLimiter)
     auth_failure_delay: float = 3.0  # PBS delays every failed authentication by 3 s
+    sparse: bool = False  # stores created through the API lack the 65,536 dirs (tests)
+    delete_wait: float = DELETE_WAIT
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stores: dict[str, Datastore] = field(default_factory=dict)
+    _deleting: set[str] = field(default_factory=set)
     _acl: tuple[str, AclTree] | None = None
     _unregister: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], *, sparse: bool = False,
-             auth_failure_delay: float = 3.0) -> tuple[ServerState, Defaults]:
+             auth_failure_delay: float = 3.0, delete_wait: float = DELETE_WAIT,
+             ) -> tuple[ServerState, Defaults]:
         data = DataDir(os.path.abspath(os.fspath(root)))
         defaults = ensure_defaults(data, sparse=sparse)
         config = ConfigDir(data.etc)
         state = cls(data=data, config=config, keys=AuthKeys.load_or_create(data.etc),
-                    tasks=TaskManager(data.log), auth_failure_delay=auth_failure_delay)
+                    tasks=TaskManager(data.log), auth_failure_delay=auth_failure_delay,
+                    sparse=sparse, delete_wait=delete_wait)
         # before any datastore is opened: a move (or its recovery) rewrites acl.cfg
         state._unregister = register_reference_hook(
             make_acl_reference_hook(config, store_name_by_path(config)))
@@ -163,20 +188,44 @@ class ServerState:
 
     def datastore(self, name: str, *, write: bool = False) -> Datastore:
         """The configured datastore `name`, opened once and kept (its lock manager with it);
-        refused while in maintenance mode (`offline`; `read-only` for writes)."""
+        refused while being deleted or in maintenance mode (see the module docstring)."""
         section = self.store_section(name)
+        with self._lock:
+            deleting = name in self._deleting
         mode = maintenance(section)
-        if mode is not None and (mode[0] == "offline" or write):
+        if deleting or (mode is not None and mode[0] == "delete"):
+            raise DatastoreError(f"datastore '{name}' is being deleted")
+        if mode is not None and (mode[0] in OFFLINE_MODES or write):
             raise DatastoreError(f"datastore '{name}' is in maintenance mode: {mode[0]}")
         path = section.props.get("path")
         if not isinstance(path, str):
             raise DatastoreError(f"datastore '{name}' has no path")
+        path = os.path.abspath(path)
+        identity = _identity(path)
         with self._lock:
             ds = self._stores.get(name)
-            if ds is None or ds.path != os.path.abspath(path):
-                ds = Datastore.open(path)
+            if ds is None or ds.path != path or ds.identity != identity:
+                ds = Datastore.open(path)  # NotFound if the directory is gone
                 self._stores[name] = ds
             return ds
+
+    def begin_delete(self, name: str) -> None:
+        """Mark store `name` as being deleted by this server: every request for it is
+        refused until `end_delete`. DatastoreError if a delete of it already runs."""
+        with self._lock:
+            if name in self._deleting:
+                raise DatastoreError(f"datastore '{name}' is being deleted")
+            self._deleting.add(name)
+            self._stores.pop(name, None)
+
+    def end_delete(self, name: str) -> None:
+        with self._lock:
+            self._deleting.discard(name)
+            self._stores.pop(name, None)
+
+    def is_being_deleted(self, name: str) -> bool:
+        with self._lock:
+            return name in self._deleting
 
     def shutdown(self, timeout: float) -> list[str]:
         """End the tasks (asked to stop, then forced); unregister the move hook."""
@@ -187,5 +236,5 @@ class ServerState:
         return forced
 
 
-__all__ = ["DEFAULT_ADMIN", "DEFAULT_STORE", "DataDir", "Defaults", "ServerState",
+__all__ = ["DEFAULT_ADMIN", "DEFAULT_STORE", "DELETE_WAIT", "DataDir", "Defaults", "ServerState",
            "ensure_defaults"]
