@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench stress lint venv clean
+.PHONY: run demo test bench stress lint venv clean
 
-$(STAMP): pyproject.toml setup.py src/chunkyard/formats/_buzhash.c
+$(STAMP): pyproject.toml setup.py src/chunkyard/formats/_buzhash.c src/chunkyard/datastore/_chunkfs.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml setup.py src/chunkyard/formats/_buzhash.c
 
 venv: $(STAMP)
 
-## The main job on an embedded default: a demo datastore under ./chunkyard-data.
+## The main job on an embedded default: the server (HTTPS on port 8007, its configuration and
+## the datastore store1 under ./chunkyard-data, admin@pbs's password printed on first start).
 run: $(STAMP)
-	$(VENV)/bin/chunkyard demo --path ./chunkyard-data
+	$(VENV)/bin/chunkyard serve
+
+## A local tour without a server: back up, restore and show a sample tree in ./chunkyard-demo.
+demo: $(STAMP)
+	$(VENV)/bin/chunkyard demo --path ./chunkyard-demo
 
 ## The whole test suite (installs Debian's spin, and FUSE for GC's atime test, when missing),
 ## after lint.
@@ -34,6 +39,8 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 	$(PY) bench/bench_moves.py
 	$(PY) bench/bench_api.py
+	$(PY) bench/bench_gc.py
+	$(PY) bench/bench_verify.py
 
 ## The long stress run of real processes.
 stress: $(STAMP)

@@ -1,4 +1,4 @@
-"""`make run`: the main job on an embedded default, no configuration needed.
+"""`make demo`: a tour of the local client without a server, no configuration needed.
 
 Creates (or reuses) a datastore under the given path, writes a small sample tree, backs it up
 into the namespace `demo`, restores it and prints the restored tree and the comparison.
