@@ -19,6 +19,7 @@ import httpx
 
 from tests.server_helpers import (
     API,
+    JSON_TYPE,
     PASSWORD,
     Api,
     Server,
@@ -57,6 +58,34 @@ def test_login_failures_and_rate_limit(server: tuple[Server, dict[str, str]]) ->
     r = httpx.post(base, json={"username": "admin@pbs", "password": PASSWORD})
     ticket = data_of(r)["ticket"]
     assert data_of(httpx.post(base, json={"username": "admin@pbs", "password": ticket}))
+
+
+def test_extjs_format(server: tuple[Server, dict[str, str]], admin: Api) -> None:
+    """/api2/extjs answers every endpoint with HTTP 200 and PBS's ExtJS envelope."""
+    base = server[0].base + "/api2/extjs"
+    client = admin.client
+    extjs = "/api2/extjs"
+    r = client.get(extjs + "/admin/datastore/store1/namespace")
+    assert r.status_code == 200 and r.headers["content-type"] == JSON_TYPE
+    body = r.json()
+    assert body["success"] is True
+    assert body["data"] == data_of(admin.get("/admin/datastore/store1/namespace"))
+    r = client.get(extjs + "/admin/datastore/store1/groups", params={"ns": "no/such"})
+    assert r.status_code == 200 and r.json()["success"] is False
+    assert r.json()["status"] == 404 and r.json()["message"]
+    r = client.get(extjs + "/admin/datastore/store1/groups", params={"bogus": "1"})
+    assert r.json() == {"success": False, "message": "parameter verification errors",
+                        "errors": {"bogus": r.json()["errors"]["bogus"]}, "status": 400}
+    r = httpx.get(base + "/version")  # no credentials: PBS's delay, then the envelope
+    assert r.status_code == 200 and r.json()["success"] is False
+    assert r.json()["status"] == 401 and r.json()["message"] == "authentication failure"
+    r = httpx.post(base + "/access/ticket", data={"username": "admin@pbs", "password": PASSWORD})
+    assert r.json()["success"] is True and r.json()["data"]["ticket"].startswith("PBS:")
+    r = client.get(extjs + "/no/such/path")
+    assert r.status_code == 200 and r.json()["status"] == 404
+    r = client.put(extjs + "/version", headers={"CSRFPreventionToken": admin.csrf})
+    assert r.status_code == 200 and r.json()["status"] == 501
+    assert client.get(API + "/no/such/path").status_code == 404  # /api2/json unchanged
 
 
 def test_csrf_token_required_for_ticket_writes(admin: Api) -> None:

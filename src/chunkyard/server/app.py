@@ -12,6 +12,12 @@ answer:
   Unexpected exceptions are logged with their traceback and answered `500 internal server
   error`; no traceback ever reaches a client.
 
+Every endpoint is also served under `/api2/extjs` in PBS's ExtJS format (for web UIs):
+always HTTP 200, `{"data": ..., "success": true}` (plus the extra keys), or
+`{"success": false, "message": ..., "errors": {param: message}, "status": <the status
+/api2/json would answer>}`; a parameter error's message is "parameter verification errors"
+with the details in `errors`. Raw answers (downloads) are the same under both.
+
 FastAPI is the application object (for its OpenAPI machinery later), but the routes are
 plain Starlette routes: PBS's parameter rules (form + query, JSON ignoring the query,
 booleans, unknown parameters refused) are not pydantic's.
@@ -35,12 +41,13 @@ from starlette.routing import Route
 from chunkyard.errors import ChunkyardError, NotFound
 from chunkyard.names import Authid
 from chunkyard.server.auth import AclTree, AuthError, authenticate_request
-from chunkyard.server.params import MAX_BODY_SIZE, ApiError, Param, collect
+from chunkyard.server.params import MAX_BODY_SIZE, ApiError, Param, ParameterError, collect
 from chunkyard.server.state import ServerState
 
 log = logging.getLogger("chunkyard.server")
 
 BASE = "/api2/json"
+EXTJS_BASE = "/api2/extjs"
 JSON_TYPE = "application/json;charset=UTF-8"
 
 
@@ -98,6 +105,36 @@ def error_response(message: str, status: int) -> Response:
                     headers={"content-type": JSON_TYPE})
 
 
+@dataclass(frozen=True)
+class Formatter:
+    """How an API base answers: `data(payload)` for a result (`{"data": ...}` and its extra
+    keys), `error(err, status, message)` for a refused request."""
+
+    base: str
+    data: Callable[[dict[str, Any]], Response]
+    error: Callable[[BaseException | None, int, str], Response]
+
+
+def _json_error(err: BaseException | None, status: int, message: str) -> Response:
+    return error_response(message, status)
+
+
+def _extjs_data(payload: dict[str, Any]) -> Response:
+    return json_response({**payload, "success": True})
+
+
+def _extjs_error(err: BaseException | None, status: int, message: str) -> Response:
+    errors: dict[str, str] = {}
+    if isinstance(err, ParameterError):
+        errors, message = err.errors, "parameter verification errors"
+    return json_response({"success": False, "message": message, "errors": errors,
+                          "status": status})
+
+
+JSON_FORMAT = Formatter(BASE, json_response, _json_error)
+EXTJS_FORMAT = Formatter(EXTJS_BASE, _extjs_data, _extjs_error)
+
+
 def _status_of(err: BaseException) -> tuple[int, str]:
     if isinstance(err, ApiError):
         return err.status, str(err)
@@ -132,7 +169,7 @@ def _authenticate(state: ServerState, request: Request) -> Authid:
         keys=state.keys, accounts=state.accounts).authid
 
 
-def _route(state: ServerState, endpoint: Endpoint) -> Route:
+def _route(state: ServerState, endpoint: Endpoint, fmt: Formatter) -> Route:
     async def handle(request: Request) -> Response:
         source = request.client.host if request.client else "unknown"
         try:
@@ -158,15 +195,15 @@ def _route(state: ServerState, endpoint: Endpoint) -> Route:
                 status, message = _status_of(err)
             except Exception:
                 log.exception("internal error in %s %s", request.method, request.url.path)
-                return error_response("internal server error", 500)
-            return error_response(message, status)
+                return fmt.error(None, 500, "internal server error")
+            return fmt.error(err, status, message)
         if isinstance(result, Response):  # raw handlers (downloads) answer for themselves
             return result
         if isinstance(result, Result):
-            return json_response({"data": result.data, **result.extra})
-        return json_response({"data": result})
+            return fmt.data({"data": result.data, **result.extra})
+        return fmt.data({"data": result})
 
-    return Route(BASE + endpoint.path, handle, methods=[endpoint.method],
+    return Route(fmt.base + endpoint.path, handle, methods=[endpoint.method],
                  include_in_schema=False)
 
 
@@ -178,14 +215,14 @@ def create_app(state: ServerState, endpoints: list[Endpoint] | None = None) -> F
         endpoints = all_endpoints()
     app = FastAPI(title="chunkyard", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.chunkyard = state
-    by_path: dict[str, list[str]] = {}
-    for endpoint in endpoints:
-        app.router.routes.append(_route(state, endpoint))
-        by_path.setdefault(endpoint.path, []).append(endpoint.method)
+    for fmt in (JSON_FORMAT, EXTJS_FORMAT):
+        for endpoint in endpoints:
+            app.router.routes.append(_route(state, endpoint, fmt))
 
     async def not_found(request: Request) -> Response:
         path = request.url.path
-        if path.startswith(BASE):
+        fmt = EXTJS_FORMAT if path.startswith(EXTJS_BASE + "/") else JSON_FORMAT
+        if path.startswith((BASE + "/", EXTJS_BASE + "/")):
             from starlette.routing import Match
 
             for route in app.router.routes:
@@ -194,9 +231,9 @@ def create_app(state: ServerState, endpoints: list[Endpoint] | None = None) -> F
                                               "type": "http"})
                     if match != Match.NONE and route.methods and \
                             request.method not in route.methods:
-                        return error_response(
-                            f"Method '{request.method} {path}' not implemented", 501)
-        return error_response(f"Path '{path}' not found.", 404)
+                        return fmt.error(
+                            None, 501, f"Method '{request.method} {path}' not implemented")
+        return fmt.error(None, 404, f"Path '{path}' not found.")
 
     app.router.routes.append(Route("/{rest:path}", not_found,
                                    methods=["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"],
@@ -204,5 +241,5 @@ def create_app(state: ServerState, endpoints: list[Endpoint] | None = None) -> F
     return app
 
 
-__all__ = ["BASE", "Call", "Endpoint", "Handler", "Result", "create_app", "error_response",
-           "json_response"]
+__all__ = ["BASE", "EXTJS_BASE", "Call", "Endpoint", "Handler", "Result", "create_app",
+           "error_response", "json_response"]

@@ -250,7 +250,10 @@ def build_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "chunkyard", "version": __version__,
-                 "description": "A Proxmox Backup Server compatible REST API."},
+                 "description": "A Proxmox Backup Server compatible REST API. Every path is "
+                                "also served below /api2/extjs in PBS's ExtJS format: HTTP "
+                                "200 with `success`, and `message`, `errors` and `status` "
+                                "when it fails."},
         "paths": dict(sorted(paths.items())),
         "components": {"securitySchemes": SECURITY_SCHEMES},
         "security": [{"PBSAuthCookie": []}, {"PBSAPIToken": []}],
