@@ -212,11 +212,23 @@ def test_bad_chunks_live_while_referenced_and_missing(ds: Datastore, tmp_path: P
 
 
 def test_one_gc_at_a_time_while_backups_go_on(ds: Datastore, tmp_path: Path) -> None:
-    with frozen_gc(ds, "gc.marked") as gc:
-        result = subprocess.run([*CLI, "gc", "--repository", ds.path], capture_output=True,
-                                text=True, timeout=60)
-        assert result.returncode == 1
-        assert f"pid {gc.pid} " in result.stderr and "garbage collection" in result.stderr
+    ready, done = CTX.Event(), CTX.Event()
+    writer = CTX.Process(target=_old_writer, daemon=True,
+                         args=(os.path.join(ds.path, ".lock"), int(time.time()), ready, done))
+    writer.start()
+    try:
+        assert ready.wait(10)
+        with frozen_gc(ds, "gc.marked") as gc:
+            result = subprocess.run([*CLI, "gc", "--repository", ds.path],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 1
+            assert f"pid {gc.pid} " in result.stderr and "garbage collection" in result.stderr
+            # the refusal names the GC only, not a backup holding its own byte beside it
+            assert f"pid {writer.pid} " not in result.stderr, result.stderr
+    finally:
+        done.set()
+        writer.join(10)
+    with frozen_gc(ds, "gc.marked"):
         src = make_src(tmp_path / "src", 6)
         snap = backup(ds, src, "", HOST, T0)  # a backup is not blocked by a running GC
     assert restores(ds, "", snap, src, tmp_path)

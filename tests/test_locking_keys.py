@@ -206,6 +206,25 @@ def test_holders_prefer_the_exact_device() -> None:
     assert find_holders(dev, 78, None, text) == []
 
 
+def test_holders_blocking_one_byte_are_only_the_conflicting_ones() -> None:
+    """The chunk-store lock file: GC's exclusive byte 0, backups' shared bytes above 2^32,
+    PBS's whole-file locks. A refusal names only the locks that conflict with the wanted
+    byte and mode."""
+    pids = [os.getpid(), os.getppid(), 1]
+    dev = os.makedev(0xFE, 0x01)
+    text = (f"1: POSIX  ADVISORY  WRITE {pids[0]} fe:01:77 0 0\n"          # our GC
+            f"2: POSIX  ADVISORY  READ {pids[1]} fe:01:77 4294967296 4294967296\n"  # a backup
+            f"3: POSIX  ADVISORY  READ {pids[2]} fe:01:77 0 EOF\n")        # PBS's writer
+    def blocking(byte: int, mode: Mode) -> list[tuple[int, Mode]]:
+        return [(h.pid, h.mode) for h in find_holders(dev, 77, None, text,
+                                                          blocking=(byte, mode))]
+    assert blocking(0, Mode.EXCLUSIVE) == [(pids[0], Mode.EXCLUSIVE), (pids[2], Mode.SHARED)]
+    assert blocking(2 ** 32, Mode.EXCLUSIVE) == [(pids[1], Mode.SHARED), (pids[2], Mode.SHARED)]
+    assert blocking(2 ** 32 + 5, Mode.SHARED) == []  # readers never block readers
+    assert blocking(0, Mode.SHARED) == [(pids[0], Mode.EXCLUSIVE)]
+    assert len(find_holders(dev, 77, None, text)) == 3
+
+
 def test_tmp_fallback_lock_dir_must_be_private(tmp_path: Path) -> None:
     from chunkyard.datastore.locking.lockfiles import _private_tmp_dir
 

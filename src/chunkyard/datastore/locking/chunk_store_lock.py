@@ -59,18 +59,22 @@ class ProcessLocker:
         self.exclusive = 0
         self._ids = itertools.count(1)
 
-    def _busy(self, mode: Mode, lock_dir: str | None) -> LockBusy:
+    def _busy(self, mode: Mode, byte: int, lock_dir: str | None) -> LockBusy:
+        """The refusal of a lock on `byte`, naming only the holders that conflict with it
+        (not the backups holding their own writer bytes beside it)."""
         st = os.fstat(self.fd)
         return LockBusy(f"chunk store lock {self.path!r}", mode,
-                        find_holders(st.st_dev, st.st_ino, lock_dir), 0.0)
+                        find_holders(st.st_dev, st.st_ino, lock_dir, blocking=(byte, mode)),
+                        0.0)
 
     def try_shared(self, lock_dir: str | None) -> int:
         now = time.time()
         if not self.shared:
+            byte = _writer_byte(now)
             try:
-                fcntl.lockf(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, _writer_byte(now))
+                fcntl.lockf(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, byte)
             except OSError:
-                raise self._busy(Mode.SHARED, lock_dir) from None
+                raise self._busy(Mode.SHARED, byte, lock_dir) from None
         gid = next(self._ids)
         self.shared[gid] = now
         return gid
@@ -80,7 +84,7 @@ class ProcessLocker:
             try:
                 fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, GC_BYTE)
             except OSError:
-                raise self._busy(Mode.EXCLUSIVE, lock_dir) from None
+                raise self._busy(Mode.EXCLUSIVE, GC_BYTE, lock_dir) from None
         self.exclusive += 1
 
     def drop_shared(self, gid: int) -> None:

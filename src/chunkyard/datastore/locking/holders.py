@@ -135,15 +135,27 @@ def locks_on(st_dev: int, st_ino: int, proc_locks: str | None = None) -> list[Lo
     return exact or same_inode
 
 
+def conflicts(ln: LockLine, byte: int, wanted: Mode) -> bool:
+    """Whether the held lock `ln` keeps a lock of mode `wanted` on `byte` from being taken:
+    it covers the byte, and one of the two is exclusive."""
+    covers = ln.start <= byte and (ln.end is None or byte <= ln.end)
+    return covers and (wanted == Mode.EXCLUSIVE or ln.mode == Mode.EXCLUSIVE)
+
+
 def find_holders(st_dev: int, st_ino: int, lock_dir: str | None,
-                 proc_locks: str | None = None) -> list[Holder]:
-    """Every process holding a lock on the inode, with program and registered tasks.
+                 proc_locks: str | None = None, *,
+                 blocking: tuple[int, Mode] | None = None) -> list[Holder]:
+    """Every process holding a lock on the inode, with program and registered tasks; with
+    `blocking=(byte, mode)` only those whose lock conflicts with that one (a record lock
+    file where several locks on different bytes coexist).
 
     `proc_locks` replaces the contents of `/proc/locks` (for tests)."""
     holders: list[Holder] = []
     seen: set[tuple[int, Mode]] = set()
     for ln in locks_on(st_dev, st_ino, proc_locks):
         if ln.pid <= 0 or (ln.pid, ln.mode) in seen:  # OFD locks show pid -1
+            continue
+        if blocking is not None and not conflicts(ln, *blocking):
             continue
         seen.add((ln.pid, ln.mode))
         tasks = tuple(read_tasks(lock_dir, ln.pid)) if lock_dir else ()
