@@ -201,7 +201,8 @@ _DATASTORE_PROPS = st.fixed_dictionaries(
     {"path": _TEXT.map(lambda s: "/" + s).filter(lambda s: ws_strip(s) == s)},
     optional={
         "comment": _TEXT,
-        "gc-schedule": _TEXT.filter(bool),
+        "gc-schedule": st.sampled_from(["daily", "mon..fri 8..17,22:0/15", "*:0/15",
+                                         "Sat *-1..7 15:00", "2015-10-21 UTC"]),
         "keep-last": st.integers(1, 2**63 - 1),
         "verify-new": st.booleans(),
         "notify-user": st.just("admin@pbs"),

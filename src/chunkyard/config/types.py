@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from chunkyard.config.calendar import MAX_LENGTH as CALENDAR_EVENT_MAX_LENGTH
+from chunkyard.config.calendar import CalendarEvent
 from chunkyard.errors import InvalidName
 from chunkyard.names import Authid
 from chunkyard.names.patterns import SAFE_ID as _SAFE_ID_RX
@@ -201,6 +203,10 @@ def _tokenid(text: str) -> None:
         raise ValueError(f"{text!r} is a user id, not a token id (user@realm!token)")
 
 
+def _calendar_event(text: str) -> None:
+    CalendarEvent.parse(text)  # ValueError naming the bad part
+
+
 def _absolute(text: str) -> None:
     if not text.startswith("/"):
         raise ValueError(f"path {text!r} is not absolute")
@@ -213,7 +219,7 @@ STORE_NAME = StrType(pattern=_SAFE_ID_RX, min_length=3, max_length=32,
 USERID = StrType(check=_userid, what="user id (name@realm)")
 TOKENID = StrType(check=_tokenid, what="token id (name@realm!token)")
 ABSOLUTE_PATH = StrType(min_length=1, max_length=4096, check=_absolute, what="absolute path")
-# Calendar events (`daily`, `mon..fri 8..17,22:0/15`) are not parsed here: the scheduler that
-# runs them will; until then any non-empty single line is kept as written.
-CALENDAR_EVENT = StrType(min_length=1, what="calendar event")
+# Calendar events (`daily`, `mon..fri 8..17,22:0/15`): PBS's grammar, `config/calendar.py`.
+CALENDAR_EVENT = StrType(min_length=1, max_length=CALENDAR_EVENT_MAX_LENGTH,
+                         check=_calendar_event, what="calendar event")
 NAME_FIELD = StrType(min_length=2, max_length=64, what="single-line name (2..64 characters)")
