@@ -153,6 +153,7 @@ def serve(data_dir: str, listen: str, *, http: bool, sparse: bool = False,
     import uvicorn
 
     from chunkyard.server.app import create_app
+    from chunkyard.server.scheduler import Scheduler
     from chunkyard.server.tls import ensure_certificate, fingerprint
 
     say = out or (lambda line: print(line, flush=True))
@@ -192,9 +193,12 @@ def serve(data_dir: str, listen: str, *, http: bool, sparse: bool = False,
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     host = f"[{addr.host}]" if ":" in addr.host else addr.host
     say(f"listening on {scheme}://{host}:{addr.port}/api2/json (data: {state.data.root})")
+    scheduler = Scheduler(state)
+    scheduler.start()
     try:
         server.run()
     finally:
+        scheduler.stop()  # no job starts while the tasks are stopped
         forced = state.shutdown(TASK_SECONDS)
         for upid in forced:
             log.warning("task %s ended by shutdown", upid)

@@ -6,6 +6,7 @@ Layout of the data directory (`chunkyard serve --data-dir`, default ./chunkyard-
                         user.cfg, acl.cfg, shadow.json, token.shadow, authkey.key, csrf.key,
                         proxy.pem, proxy.key
     <data-dir>/log      task logs and lists (PBS: /var/log/proxmox-backup)
+    <data-dir>/lib      job states, `lib/jobstates/` (PBS: /var/lib/proxmox-backup)
     <data-dir>/store1   the embedded default datastore
 
 `ensure_defaults` makes the embedded default on first start: datastore `store1` and user

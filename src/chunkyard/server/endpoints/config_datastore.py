@@ -71,6 +71,7 @@ from chunkyard.server.auth.acl import acl_path_for
 from chunkyard.server.auth.checks import check_privs
 from chunkyard.server.endpoints.common import STORE, bool_param
 from chunkyard.server.endpoints.users import DIGEST, delete_list, flat_deletes
+from chunkyard.server.jobs import GC_JOB, remove_job_state
 from chunkyard.server.params import ApiError, Param
 from chunkyard.server.state import ServerState
 from chunkyard.server.tasks import TaskContext
@@ -213,7 +214,7 @@ class _Handshake:
             self.event.set()
 
 
-def _remove_entry(cfg: Any, name: str, digest: str | None = None) -> Section:
+def _remove_entry(state: ServerState, name: str, digest: str | None = None) -> Section:
     removed: list[Section] = []
 
     def edit(config: SectionConfig) -> None:
@@ -223,7 +224,8 @@ def _remove_entry(cfg: Any, name: str, digest: str | None = None) -> Section:
         config.remove(name)
         removed.append(section)
 
-    cfg.update_datastore(edit, digest)
+    state.config.update_datastore(edit, digest)
+    remove_job_state(state, GC_JOB, name)  # as PBS: a later store of that name starts anew
     return removed[0]
 
 
@@ -349,7 +351,7 @@ def _delete_and_destroy(ctx: TaskContext, state: ServerState, name: str,
     ctx.log(f"datastore '{name}' is in maintenance mode 'delete': new operations are refused")
     path = section.props.get("path")
     if not isinstance(path, str) or not os.path.isdir(os.path.join(path, CHUNKS_DIR)):
-        _remove_entry(cfg, name)
+        _remove_entry(state, name)
         handshake.done()
         ctx.log(f"removed datastore '{name}' from datastore.cfg; {path} holds no datastore: "
                 "nothing destroyed")
@@ -371,7 +373,7 @@ def _delete_and_destroy(ctx: TaskContext, state: ServerState, name: str,
             raise DatastoreError(
                 f"there were errors deleting the data of datastore '{name}': it stays in "
                 "datastore.cfg in maintenance mode 'delete'")
-        _remove_entry(cfg, name)
+        _remove_entry(state, name)
         ctx.log(f"removed datastore '{name}' from datastore.cfg")
         for ns in reversed(namespaces):
             session.unlink_namespace_lock_files(ns)
@@ -407,7 +409,7 @@ def delete_datastore(call: Call) -> str:
             if destroy:
                 _delete_and_destroy(ctx, state, name, digest, handshake)
             else:
-                _remove_entry(cfg, name, digest)
+                _remove_entry(state, name, digest)
                 handshake.done()
                 ctx.log(f"removed datastore '{name}' from datastore.cfg")
         except BaseException as e:

@@ -19,12 +19,13 @@ warning (as PBS's failed destroy); the API rows keep PBS's shape (no `skipped` k
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from chunkyard.config.datastore import tuning
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.maintenance.gc import GcOptions, garbage_collection, load_status
+from chunkyard.datastore.maintenance.gc import load_status
 from chunkyard.datastore.maintenance.prune import KEEP_ALL_WARNING, PruneReport, prune_group
 from chunkyard.datastore.maintenance.prune_rules import RULES, KeepOptions
 from chunkyard.datastore.maintenance.verify import (
@@ -59,7 +60,9 @@ from chunkyard.server.endpoints.common import (
     group_of,
     ns_of,
 )
+from chunkyard.server.jobs import start_gc_job
 from chunkyard.server.params import Param
+from chunkyard.server.scheduler import next_gc_run
 from chunkyard.server.tasks import TaskContext
 
 P = Privilege
@@ -292,7 +295,8 @@ def verify(call: Call) -> str:
 
 def gc_status(call: Call) -> dict[str, Any]:
     """PBS's `GarbageCollectionJobStatus`: the store, the last run's status fields, the
-    schedule, and the last task's end, state and duration when its UPID resolves."""
+    schedule and its next run, and the last task's end, state and duration when its UPID
+    resolves."""
     store = call.params["store"]
     check_privs(call.acl, call.caller, acl_path_for(store), P.DATASTORE_AUDIT)
     section = call.state.store_section(store)
@@ -303,6 +307,10 @@ def gc_status(call: Call) -> dict[str, Any]:
     schedule = section.props.get("gc-schedule")
     if isinstance(schedule, str) and schedule:
         result["schedule"] = schedule
+        with contextlib.suppress(ValueError):  # an invalid schedule never runs
+            next_run = next_gc_run(call.state, store, schedule)
+            if next_run is not None:
+                result["next-run"] = next_run
     upid = status.get("upid")
     if isinstance(upid, str):
         try:
@@ -323,32 +331,7 @@ def gc_status(call: Call) -> dict[str, Any]:
 def start_gc(call: Call) -> str:
     store = call.params["store"]
     check_privs(call.acl, call.caller, acl_path_for(store), P.DATASTORE_MODIFY)
-    section = call.state.store_section(store)
-    t = tuning(section)
-    options = GcOptions(atime_safety_check=t.gc_atime_safety_check,
-                        atime_cutoff_minutes=t.gc_atime_cutoff,
-                        cache_capacity=t.gc_cache_capacity)
-    ds = call.state.datastore(store, write=True)
-
-    def run(ctx: TaskContext) -> None:
-        ctx.log(f"starting garbage collection on store {store}")
-        ctx.check_abort()
-        names = {"mark": "index files marked", "sweep": "chunk directories swept"}
-        starts = {"mark": "Start GC phase1 (mark used chunks)",
-                  "sweep": "Start GC phase2 (sweep unused chunks)"}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            start = starts.pop(phase, None)
-            if start is not None:
-                ctx.log(start)
-            ctx.progress(done, total, names.get(phase, phase))
-
-        status = garbage_collection(ds, upid=ctx.upid, options=options, progress=progress,
-                                    check_abort=ctx.check_abort)
-        for line in status.summary():
-            ctx.log(line)
-
-    return call.state.tasks.spawn("garbage_collection", store, str(call.caller), run)
+    return start_gc_job(call.state, store, str(call.caller))
 
 
 VERIFY_PARAMS = {

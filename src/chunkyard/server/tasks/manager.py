@@ -130,6 +130,12 @@ class TaskManager:
             thread.start()
         return ctx.upid
 
+    def running_upids(self) -> list[Upid]:
+        """The tasks this manager started that are still running."""
+        with self._lock:
+            return [ctx.parsed_upid for ctx, thread in self._tasks.values()
+                    if thread.is_alive()]
+
     def _run(self, ctx: TaskContext, fn: TaskFn) -> None:
         error: BaseException | None = None
         try:
