@@ -101,6 +101,33 @@ def test_gc_runs_on_its_schedule_and_stops_without_it(srv: Server, tmp_path: Pat
     assert "schedule" not in after and "next-run" not in after
 
 
+def test_the_legacy_prune_schedule_prunes_the_whole_store(srv: Server) -> None:
+    """`prune-schedule` with `keep-*` in datastore.cfg (PBS turns these into a prune job):
+    every group of every namespace is pruned on schedule, as root@pam."""
+    adm = login(srv.base)
+    before = data_of(adm.get(STORE + "/snapshots"))
+    vm = [s for s in before if s["backup-type"] == "vm"]
+    assert len(vm) == 2
+    data_of(put(adm, CONFIG, {"prune-schedule": EVERY_3S, "keep-last": "1"}))
+
+    def pruned() -> list[dict[str, Any]]:
+        tasks = data_of(adm.get("/nodes/localhost/tasks", typefilter="prunejob"))
+        return [t for t in tasks if "endtime" in t]
+
+    (task, *_) = wait_for(pruned, 20)
+    assert task["user"] == "root@pam" and task["status"] == "OK", task
+    log = [line["t"] for line in data_of(adm.get(
+        f"/nodes/localhost/tasks/{task['upid']}/log", limit=200))]
+    assert any(line.endswith(f"task triggered by schedule '{EVERY_3S}'") for line in log)
+    assert any("retention options: --keep-last 1" in line for line in log), log
+    after = data_of(adm.get(STORE + "/snapshots"))
+    assert [s["backup-time"] for s in after if s["backup-type"] == "vm"] == [
+        max(s["backup-time"] for s in vm)]
+    nested = data_of(adm.get(STORE + "/snapshots", ns="a"))
+    assert len(nested) == 1  # the namespace's one snapshot is kept: keep-last 1
+    data_of(put(adm, CONFIG, {"delete": "prune-schedule"}))
+
+
 def test_an_invalid_schedule_is_refused(srv: Server) -> None:
     adm = login(srv.base)
     for bad in ("mon..funday", "25:00", "*:61", "x" * 300, "daily\nweekly"):

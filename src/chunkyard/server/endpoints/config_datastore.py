@@ -71,7 +71,7 @@ from chunkyard.server.auth.acl import acl_path_for
 from chunkyard.server.auth.checks import check_privs
 from chunkyard.server.endpoints.common import STORE, bool_param
 from chunkyard.server.endpoints.users import DIGEST, delete_list, flat_deletes
-from chunkyard.server.jobs import GC_JOB, remove_job_state
+from chunkyard.server.jobs import GC_JOB, PRUNE_JOB, remove_job_state
 from chunkyard.server.params import ApiError, Param
 from chunkyard.server.state import ServerState
 from chunkyard.server.tasks import TaskContext
@@ -225,7 +225,8 @@ def _remove_entry(state: ServerState, name: str, digest: str | None = None) -> S
         removed.append(section)
 
     state.config.update_datastore(edit, digest)
-    remove_job_state(state, GC_JOB, name)  # as PBS: a later store of that name starts anew
+    for job in (GC_JOB, PRUNE_JOB):  # as PBS: a later store of that name starts anew
+        remove_job_state(state, job, name)
     return removed[0]
 
 

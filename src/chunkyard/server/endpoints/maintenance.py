@@ -26,7 +26,7 @@ from typing import Any
 from chunkyard.config.datastore import tuning
 from chunkyard.datastore.datastore import Datastore
 from chunkyard.datastore.maintenance.gc import load_status
-from chunkyard.datastore.maintenance.prune import KEEP_ALL_WARNING, PruneReport, prune_group
+from chunkyard.datastore.maintenance.prune import PruneReport, prune_group
 from chunkyard.datastore.maintenance.prune_rules import RULES, KeepOptions
 from chunkyard.datastore.maintenance.verify import (
     MAX_THREADS,
@@ -60,9 +60,9 @@ from chunkyard.server.endpoints.common import (
     group_of,
     ns_of,
 )
-from chunkyard.server.jobs import start_gc_job
+from chunkyard.server.jobs import GC_JOB, log_prune, ns_text, run_prune_datastore, start_gc_job
 from chunkyard.server.params import Param
-from chunkyard.server.scheduler import next_gc_run
+from chunkyard.server.scheduler import next_run
 from chunkyard.server.tasks import TaskContext
 
 P = Privilege
@@ -76,21 +76,7 @@ def keep_options(params: dict[str, Any]) -> KeepOptions:
     return KeepOptions(**{rule: params[f"keep-{rule}"] for rule in RULES})
 
 
-def _ns_text(ns: BackupNamespace) -> str:
-    return "root namespace" if ns.is_root else f"namespace '{ns}'"
-
-
 # -- prune ----------------------------------------------------------------------------------
-
-def _log_prune(ctx: TaskContext, report: PruneReport) -> None:
-    for warning in report.warnings:
-        ctx.warn(warning)
-    for row in report.rows:
-        where = "" if row.ns.is_root else f"{row.ns}:"
-        ctx.log(f"{where}{row.snapshot} {row.mark}")
-        if row.skipped is not None:
-            ctx.warn(f"could not remove {where}{row.snapshot}: {row.skipped}")
-
 
 def _prune_rows(report: PruneReport) -> list[dict[str, Any]]:
     rows = report.as_json()
@@ -116,14 +102,14 @@ def prune(call: Call) -> Any:
 
     def run(ctx: TaskContext) -> None:
         ctx.log(f"{'Dry-run prune' if dry_run else 'Pruning'} group '{group}' in "
-                f"{_ns_text(ns)} of datastore '{store}'")
+                f"{ns_text(ns)} of datastore '{store}'")
         ctx.log(f"retention options: {options.describe() or 'keep all'}")
         try:
             report = prune_group(ds, ns, group, options, dry_run=dry_run)
         except BaseException as e:
             outcome["error"] = e
             raise
-        _log_prune(ctx, report)
+        log_prune(ctx, report)
         outcome["rows"] = _prune_rows(report)
 
     upid = state.tasks.spawn("prune", f"{store}:{ns}:{group}", str(call.caller), run)
@@ -150,7 +136,7 @@ def _accessible_groups(call: Call, ds: Datastore, store: str, ns: BackupNamespac
         try:
             found = ds.list_groups(child)
         except NotFound as e:
-            warn(f"skipped {_ns_text(child)}: {e}")
+            warn(f"skipped {ns_text(child)}: {e}")
             continue
         for group in found:
             if access is GroupAccess.OWNED:
@@ -175,29 +161,12 @@ def prune_datastore(call: Call) -> str:
     ds = call.state.datastore(store, write=not dry_run)
     ds.require_namespace(ns)
 
+    def groups(warn: Callable[[str], None]) -> list[tuple[BackupNamespace, BackupGroup]]:
+        return _accessible_groups(call, ds, store, ns, depth, override_owner=P.DATASTORE_MODIFY,
+                                  owner_and=P.DATASTORE_PRUNE, warn=warn)
+
     def run(ctx: TaskContext) -> None:
-        ctx.log(f"{'Dry-run prune' if dry_run else 'Pruning'} datastore '{store}', "
-                f"{_ns_text(ns)}, max depth {depth}")
-        ctx.log(f"retention options: {options.describe() or 'keep all'}")
-        targets = _accessible_groups(call, ds, store, ns, depth,
-                                     override_owner=P.DATASTORE_MODIFY,
-                                     owner_and=P.DATASTORE_PRUNE, warn=ctx.warn)
-        if not options.keeps_something:
-            ctx.warn(KEEP_ALL_WARNING)
-        for done, (child, group) in enumerate(targets, 1):
-            ctx.check_abort()
-            where = "" if child.is_root else f"{child}:"
-            ctx.log(f"Pruning group {where}{group}")
-            try:
-                report = prune_group(ds, child, group, options, dry_run=dry_run)
-            except ChunkyardError as e:
-                ctx.warn(f"skipped group {where}{group}: {e}")
-            else:
-                report.warnings = [w for w in report.warnings
-                                   if w != KEEP_ALL_WARNING]  # said once above
-                _log_prune(ctx, report)
-            ctx.progress(done, len(targets), "groups")
-        ctx.log(f"pruned {len(targets)} group(s)")
+        run_prune_datastore(ctx, ds, store, ns, depth, options, groups, dry_run=dry_run)
 
     return call.state.tasks.spawn("prune", f"{store}:{ns}", str(call.caller), run)
 
@@ -267,9 +236,9 @@ def verify(call: Call) -> str:
     wtype, wid = verify_worker_id(store, ns, target)
 
     def run(ctx: TaskContext) -> None:
-        what = {"verify": f"datastore '{store}', {_ns_text(ns)}",
-                "verify_group": f"group {target} in {_ns_text(ns)}",
-                "verify_snapshot": f"snapshot {target} in {_ns_text(ns)}"}[wtype]
+        what = {"verify": f"datastore '{store}', {ns_text(ns)}",
+                "verify_group": f"group {target} in {ns_text(ns)}",
+                "verify_snapshot": f"snapshot {target} in {ns_text(ns)}"}[wtype]
         ctx.log(f"verify {what}")
         progress = _TaskVerifyProgress(ctx)
         failed: list[SnapshotResult] = []
@@ -308,9 +277,9 @@ def gc_status(call: Call) -> dict[str, Any]:
     if isinstance(schedule, str) and schedule:
         result["schedule"] = schedule
         with contextlib.suppress(ValueError):  # an invalid schedule never runs
-            next_run = next_gc_run(call.state, store, schedule)
-            if next_run is not None:
-                result["next-run"] = next_run
+            next_run_at = next_run(call.state, GC_JOB, store, schedule)
+            if next_run_at is not None:
+                result["next-run"] = next_run_at
     upid = status.get("upid")
     if isinstance(upid, str):
         try:
