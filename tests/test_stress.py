@@ -1059,7 +1059,7 @@ def maintenance_summary(ops: list[Op], run: StressRun) -> tuple[str, int]:
             f"{sum(op.detail['chunks'] for op in verifies)} chunks verified\n"
             f"GCs: {len(gcs)} ran, {len(gc_ok)} of them to the end, "
             f"{sum(1 for op in gcs if op.outcome == 'busy')} refused by another GC ("
-            f"{gc_gone} of them named only writers: it had ended), "
+            f"{gc_gone} of them named no GC holder: it had ended before its holders were read), "
             f"{sum(1 for op in gcs if op.outcome is None)} killed; {removing} of them removed "
             f"{gc_removed} chunks ({sum(op.detail['removed_bytes'] for op in gc_ok)} bytes), "
             f"{sum(op.detail['pending_chunks'] for op in gc_ok)} pending; ageings: "
