@@ -51,14 +51,11 @@ import argparse
 import cProfile
 import functools
 import io
-import json
 import os
 import pstats
 import random
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -66,18 +63,17 @@ from pathlib import Path
 
 from chunkyard.datastore.chunk_store import PREFIX_COUNT
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking.lockfiles import LOCK_DIR_ENV
 from chunkyard.datastore.maintenance import gc
 from chunkyard.formats.blob import encode_chunk
 from chunkyard.formats.dynamic_index import DynamicIndex
 from chunkyard.formats.manifest import BackupManifest, FileInfo
 from chunkyard.names import Authid, BackupDir, BackupGroup, BackupNamespace
+from scratch_store import add_store_options, drop_caches, say, scratch_store
 
 HERE = Path(__file__).resolve().parent
 OWNER = Authid.parse("root@pam")
 T0 = 1_700_000_000
 DAY = 86400
-STAMP = "gc-bench.json"
 ROOT = BackupNamespace()
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -124,9 +120,6 @@ def write_chunk(path: str, encoded: bytes) -> bool:
     return True
 
 
-def say(msg: str) -> None:
-    print(msg, flush=True)
-
 
 def group_of(g: int) -> BackupGroup:
     return BackupGroup.parse(f"host/g{g:03d}")
@@ -167,7 +160,6 @@ def build(store: str, p: Params) -> None:
                 f"{time.perf_counter() - t:.0f} s")
     say("  sync ...")
     os.sync()
-    Path(store, STAMP).write_text(json.dumps(p.as_dict()))
     say(f"built in {time.perf_counter() - t:.0f} s")
 
 
@@ -263,9 +255,6 @@ def run_gc(ds: Datastore, profile: cProfile.Profile | None = None
 
 # -- driver ----------------------------------------------------------------------------------
 
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def timed(fn: Callable[[], int], cold: bool) -> tuple[float, int]:
@@ -298,32 +287,15 @@ def main() -> None:
                     help="drop caches before every timed step (root)")
     ap.add_argument("--profile", action="store_true",
                     help="one more GC under cProfile; print where mark and sweep spend time")
-    ap.add_argument("--dir", type=Path, default=HERE / "work",
-                    help="parent of the datastore (default bench/work)")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the datastore (a later run with the same sizes reuses it)")
+    add_store_options(ap)
     args = ap.parse_args()
 
     p = Params(args.chunks, int(args.chunks * args.garbage), args.snapshots, args.groups,
                args.min_size, args.max_size, args.seed)
-    store = str((args.dir / "gc-store").resolve())
-    lock_dir = tempfile.mkdtemp(prefix="chunkyard-gc-bench-", dir="/dev/shm")
-    os.environ[LOCK_DIR_ENV] = lock_dir
     started = time.perf_counter()
-    try:
-        stamp = Path(store, STAMP)
-        if stamp.exists() and json.loads(stamp.read_text()) == p.as_dict():
-            say(f"reusing {store}")
-        else:
-            if os.path.exists(store):
-                shutil.rmtree(store)
-            build(store, p)
+    with scratch_store(args.dir, "gc-store", p.as_dict(), lambda path: build(path, p),
+                       keep=args.keep) as store:
         bench(store, p, args)
-    finally:
-        shutil.rmtree(lock_dir, ignore_errors=True)
-        if not args.keep and os.path.exists(store):
-            say("removing the datastore ...")
-            shutil.rmtree(store)
     say(f"total {time.perf_counter() - started:.0f} s")
 
 

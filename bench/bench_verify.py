@@ -36,12 +36,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 import zlib
@@ -54,19 +51,18 @@ import zstandard
 
 from chunkyard.datastore.chunk_store import SyncLevel
 from chunkyard.datastore.datastore import Datastore
-from chunkyard.datastore.locking.lockfiles import LOCK_DIR_ENV
 from chunkyard.datastore.maintenance.verify import VerifyOptions, run_verify
 from chunkyard.formats.blob import HEADER_SIZE, BlobKind, blob_kind, encode_chunk
 from chunkyard.formats.dynamic_index import DynamicIndex
 from chunkyard.formats.manifest import BackupManifest, FileInfo
 from chunkyard.names import Authid, BackupDir, BackupGroup, BackupNamespace
+from scratch_store import add_store_options, drop_caches, say, scratch_store
 
 HERE = Path(__file__).resolve().parent
 OWNER = Authid.parse("root@pam")
 T0 = 1_700_000_000
 MIB = 1024 * 1024
 SEGMENT = 64 * 1024
-STAMP = "verify-bench.json"
 ROOT = BackupNamespace()
 WORDS = ("GET", "POST", "/api2/json/nodes", "backup", "chunk", "index", "status", "ok",
          "error", "warning", "info", "debug", "upid", "task", "worker", "datastore", "verify",
@@ -85,9 +81,6 @@ class Params:
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
 
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # -- the data set ----------------------------------------------------------------------------
@@ -160,7 +153,6 @@ def build(store: str, p: Params) -> None:
         say(f"  snapshot {s + 1}/{p.snapshots}: {done} chunks, {raw_bytes / MIB:,.0f} MiB "
             f"-> {disk_bytes / MIB:,.0f} MiB on disk, {time.perf_counter() - t:.0f} s")
     os.sync()
-    Path(store, STAMP).write_text(json.dumps(p.as_dict()))
     say(f"built in {time.perf_counter() - t:.0f} s")
 
 
@@ -222,13 +214,6 @@ def floor(paths: list[str], work: Callable[[str], int], threads: int) -> int:
 
 # -- driver ----------------------------------------------------------------------------------
 
-def drop_caches() -> bool:
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        return False
-    return True
 
 
 def main() -> None:
@@ -247,30 +232,14 @@ def main() -> None:
     ap.add_argument("--floor-threads", type=int, default=None,
                     help="the floors' pool (default: read + decode threads)")
     ap.add_argument("--no-cold", action="store_true", help="warm caches only")
-    ap.add_argument("--dir", type=Path, default=HERE / "work",
-                    help="parent of the datastore (default bench/work)")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the datastore (a later run with the same sizes reuses it)")
+    add_store_options(ap)
     args = ap.parse_args()
 
     p = Params(args.chunks, args.snapshots, args.min_mib, args.max_mib, args.seed)
-    store = str((args.dir / "verify-store").resolve())
-    lock_dir = tempfile.mkdtemp(prefix="chunkyard-verify-bench-", dir="/dev/shm")
-    os.environ[LOCK_DIR_ENV] = lock_dir
     started = time.perf_counter()
-    try:
-        stamp = Path(store, STAMP)
-        if stamp.exists() and json.loads(stamp.read_text()) == p.as_dict():
-            say(f"reusing {store}")
-        else:
-            if os.path.exists(store):
-                shutil.rmtree(store)
-            build(store, p)
+    with scratch_store(args.dir, "verify-store", p.as_dict(), lambda path: build(path, p),
+                       keep=args.keep) as store:
         bench(store, p, args)
-    finally:
-        shutil.rmtree(lock_dir, ignore_errors=True)
-        if not args.keep and os.path.exists(store):
-            shutil.rmtree(store)
     say(f"total {time.perf_counter() - started:.0f} s")
 
 
