@@ -190,3 +190,20 @@ def test_scheduler_decisions(tmp_path: Path) -> None:
         assert scheduler.run_due(now) == []
     finally:
         state.shutdown(5)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[]", b'{"started": {"upid": "UPID:../x"}}',
+                                 b'{"created": {"time": "soon"}}', b'{"a": 1, "b": 2}',
+                                 b"\xff\xfe", b'{"finished": {"upid": 7}}'])
+def test_an_unreadable_job_state_starts_the_job_anew(tmp_path: Path, raw: bytes) -> None:
+    state, _ = ServerState.open(tmp_path / "data", sparse=True)
+    try:
+        path = tmp_path / "data" / "lib" / "jobstates" / "garbage_collection-store1.json"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(raw)
+        before = int(time.time())
+        job = load_job_state(state, GC_JOB, "store1")
+        assert job.kind == "created" and before <= job.last_run_time() <= time.time() + 1
+        assert json.loads(path.read_text()) == {"created": {"time": job.time}}
+    finally:
+        state.shutdown(5)
