@@ -131,38 +131,49 @@ def start_gc_job(state: ServerState, store: str, authid: str,
     ds = state.datastore(store, write=True)
 
     def run(ctx: TaskContext) -> None:
-        save_job_state(state, GC_JOB, store, JobState("started", upid=ctx.upid))
+        ctx.log(f"starting garbage collection on store {store}")
+        if schedule is not None:
+            ctx.log(f"task triggered by schedule '{schedule}'")
+        ctx.check_abort()
+        names = {"mark": "index files marked", "sweep": "chunk directories swept"}
+        starts = {"mark": "Start GC phase1 (mark used chunks)",
+                  "sweep": "Start GC phase2 (sweep unused chunks)"}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            start = starts.pop(phase, None)
+            if start is not None:
+                ctx.log(start)
+            ctx.progress(done, total, names.get(phase, phase))
+
+        status = garbage_collection(ds, upid=ctx.upid, options=options, progress=progress,
+                                    check_abort=ctx.check_abort)
+        for line in status.summary():
+            ctx.log(line)
+
+    return state.tasks.spawn(GC_JOB, store, authid, _as_job(state, GC_JOB, store, run))
+
+
+def _as_job(state: ServerState, job_type: str, store: str,
+            work: Callable[[TaskContext], None]) -> Callable[[TaskContext], None]:
+    """`work` as the store's job: its state is `started` with the task's UPID, then
+    `finished` with the task's result (error, warnings or ok)."""
+    def run(ctx: TaskContext) -> None:
+        save_job_state(state, job_type, store, JobState("started", upid=ctx.upid))
         try:
-            ctx.log(f"starting garbage collection on store {store}")
-            if schedule is not None:
-                ctx.log(f"task triggered by schedule '{schedule}'")
-            ctx.check_abort()
-            names = {"mark": "index files marked", "sweep": "chunk directories swept"}
-            starts = {"mark": "Start GC phase1 (mark used chunks)",
-                      "sweep": "Start GC phase2 (sweep unused chunks)"}
-
-            def progress(phase: str, done: int, total: int) -> None:
-                start = starts.pop(phase, None)
-                if start is not None:
-                    ctx.log(start)
-                ctx.progress(done, total, names.get(phase, phase))
-
-            status = garbage_collection(ds, upid=ctx.upid, options=options, progress=progress,
-                                        check_abort=ctx.check_abort)
-            for line in status.summary():
-                ctx.log(line)
+            work(ctx)
         except BaseException as err:
-            _finished(state, store, ctx.upid, {"error": {"message": error_message(err)}})
+            _finished(state, job_type, store, ctx.upid,
+                      {"error": {"message": error_message(err)}})
             raise
         warnings = ctx.warnings
-        _finished(state, store, ctx.upid,
+        _finished(state, job_type, store, ctx.upid,
                   {"warning": {"count": warnings}} if warnings else {"ok": {}})
 
-    return state.tasks.spawn(GC_JOB, store, authid, run)
+    return run
 
 
-def _finished(state: ServerState, store: str, upid: str, result: dict[str, Any],
-              job_type: str = GC_JOB) -> None:
+def _finished(state: ServerState, job_type: str, store: str, upid: str,
+              result: dict[str, Any]) -> None:
     (body,) = result.values()
     body["endtime"] = int(time.time())
     try:
@@ -242,21 +253,12 @@ def start_legacy_prune_job(state: ServerState, store: str, authid: str,
         return out
 
     def run(ctx: TaskContext) -> None:
-        save_job_state(state, PRUNE_JOB, store, JobState("started", upid=ctx.upid))
-        try:
-            if schedule is not None:
-                ctx.log(f"task triggered by schedule '{schedule}'")
-            run_prune_datastore(ctx, ds, store, root, MAX_NAMESPACE_DEPTH, options,
-                                all_groups)
-        except BaseException as err:
-            _finished(state, store, ctx.upid, {"error": {"message": error_message(err)}},
-                      PRUNE_JOB)
-            raise
-        warnings = ctx.warnings
-        _finished(state, store, ctx.upid,
-                  {"warning": {"count": warnings}} if warnings else {"ok": {}}, PRUNE_JOB)
+        if schedule is not None:
+            ctx.log(f"task triggered by schedule '{schedule}'")
+        run_prune_datastore(ctx, ds, store, root, MAX_NAMESPACE_DEPTH, options, all_groups)
 
-    return state.tasks.spawn(PRUNE_JOB, store, authid, run)
+    return state.tasks.spawn(PRUNE_JOB, store, authid,
+                             _as_job(state, PRUNE_JOB, store, run))
 
 
 __all__ = [

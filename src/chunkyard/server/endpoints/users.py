@@ -225,22 +225,7 @@ def update_user(call: Call) -> None:
         props = dict(section.props)
         for key in deletes:
             props.pop(key, None)
-        comment = params["comment"]
-        if comment is not None:
-            if comment.strip():
-                props["comment"] = comment.strip()
-            else:
-                props.pop("comment", None)
-        if params["enable"] is not None:
-            if params["enable"]:
-                props.pop("enable", None)
-            else:
-                props["enable"] = False
-        if params["expire"] is not None:
-            if params["expire"] > 0:
-                props["expire"] = params["expire"]
-            else:
-                props.pop("expire", None)
+        _account_props(params, props)
         for key in ("firstname", "lastname", "email"):
             if params[key] is not None:
                 props[key] = params[key]
@@ -302,7 +287,8 @@ def read_token(call: Call) -> Result:
     return Result(token_entry(users.lookup("token", str(tokenid))), {"digest": digest})
 
 
-def _token_props(params: dict[str, Any], props: dict[str, Value]) -> dict[str, Value]:
+def _account_props(params: dict[str, Any], props: dict[str, Value]) -> dict[str, Value]:
+    """`comment`, `enable` and `expire` of a user or token update (unset: removed)."""
     comment = params["comment"]
     if comment is not None:
         if comment.strip():
@@ -339,7 +325,7 @@ def create_token(call: Call) -> dict[str, str]:
         users.lookup("user", userid.userid)
         if key in users:
             raise ApiError(f"token '{tokenid.token}' for user '{userid}' already exists.")
-        users.add(Section("token", key, _token_props(params, {})))
+        users.add(Section("token", key, _account_props(params, {})))
         _store_secret(call, key, secret)  # the secret before the token, as PBS
 
     call.state.config.update_user(edit, params["digest"])
@@ -360,7 +346,7 @@ def update_token(call: Call) -> dict[str, str] | None:
         props = dict(section.props)
         for name in deletes:
             props.pop(name, None)
-        users.put(Section("token", key, _token_props(params, props)))
+        users.put(Section("token", key, _account_props(params, props)))
         if secret is not None:
             _store_secret(call, key, secret)
 
